@@ -1,0 +1,78 @@
+"""gpo_core: an exact, tested game-theory core for game-theoretic LLM alignment (GPO).
+
+Sign convention, stated once: the row player (the defender) maximises ``x^T A y``; the column
+player (the adversary) minimises it. Rules receive "higher is better" utilities: ``A y`` for the
+row player and ``-A^T x`` for the column player.
+
+Examples:
+    >>> import gpo_core as gc
+    >>> game = gc.MatrixGame([[0, -1, 1], [1, 0, -1], [-1, 1, 0]])
+    >>> traj = gc.play(game, gc.hedge(eta=0.1), gc.hedge(eta=0.1), steps=5000)
+    >>> bool(gc.nash_gap(game, traj.average.row, traj.average.col) < 1e-2)
+    True
+"""
+
+from gpo_core.diagnostics import (
+    BestResponse,
+    best_response,
+    external_regret,
+    nash_gap,
+    regularized_gap,
+)
+from gpo_core.dynamics import Profile, Trajectory, play
+from gpo_core.exact import QRESolution, Solution, solve_lp, solve_qre
+from gpo_core.games import MatrixGame
+from gpo_core.rules import (
+    HedgeState,
+    MMDState,
+    OptimisticState,
+    RMPlusState,
+    RuleState,
+    UpdateRule,
+    hedge,
+    mirror_step,
+    mmd,
+    optimistic,
+    regret_matching_plus,
+)
+from gpo_core.schedules import Schedule, constant, horizon_tuned, inverse_sqrt
+from gpo_core.simplex import entropy, kl, log_softmax, logsumexp, softmax, uniform_logits
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BestResponse",
+    "HedgeState",
+    "MMDState",
+    "MatrixGame",
+    "OptimisticState",
+    "Profile",
+    "QRESolution",
+    "RMPlusState",
+    "RuleState",
+    "Schedule",
+    "Solution",
+    "Trajectory",
+    "UpdateRule",
+    "best_response",
+    "constant",
+    "entropy",
+    "external_regret",
+    "hedge",
+    "horizon_tuned",
+    "inverse_sqrt",
+    "kl",
+    "log_softmax",
+    "logsumexp",
+    "mirror_step",
+    "mmd",
+    "nash_gap",
+    "optimistic",
+    "play",
+    "regret_matching_plus",
+    "regularized_gap",
+    "softmax",
+    "solve_lp",
+    "solve_qre",
+    "uniform_logits",
+]

@@ -1,0 +1,115 @@
+"""Boundary checks shared by every public entry point.
+
+Each helper raises ``TypeError`` or ``ValueError`` whose message names the argument, shows the
+bad value and says what is expected, so no public function needs an ``assert`` on user input.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "as_real_array",
+    "check_positive",
+    "check_nonnegative",
+    "check_positive_int",
+    "check_strategy",
+    "short",
+]
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """A one-line ``repr`` of ``value`` cut to ``limit`` characters (for error messages)."""
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def as_real_array(value: Any, name: str, *, min_ndim: int = 0) -> np.ndarray:
+    """Convert ``value`` to a finite float64 array or raise naming ``name``.
+
+    Objects exposing ``__array__`` or ``__dlpack__`` (numpy, torch on CPU, ...) are accepted;
+    booleans, strings and complex numbers are not.
+    """
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real numeric array, got the string {short(value)}")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists, torch CUDA tensors, ...
+        raise TypeError(
+            f"{name} must be convertible to a numeric numpy array, got {short(value)} ({exc})"
+        ) from exc
+    if arr.dtype == object or arr.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name} must hold real numbers (int or float), got dtype {arr.dtype} "
+            f"from {short(value)}"
+        )
+    arr = arr.astype(np.float64, copy=True)
+    if arr.ndim < min_ndim:
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimension(s), got shape {arr.shape} "
+            f"from {short(value)}"
+        )
+    if arr.size and not np.all(np.isfinite(arr)):
+        raise ValueError(
+            f"{name} must be finite, got non-finite entries (nan or inf) in {short(value)}; "
+            "replace them with finite numbers"
+        )
+    return arr
+
+
+def check_positive(value: Any, name: str) -> float:
+    """Return ``value`` as a float if it is a finite number > 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number > 0, got {short(value)}")
+    out = float(value)
+    if not np.isfinite(out) or out <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {out!r}")
+    return out
+
+
+def check_nonnegative(value: Any, name: str) -> float:
+    """Return ``value`` as a float if it is a finite number >= 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number >= 0, got {short(value)}")
+    out = float(value)
+    if not np.isfinite(out) or out < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {out!r}")
+    return out
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """Return ``value`` as an int if it is an integer >= 1, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= 1, got {short(value)}")
+    out = int(value)
+    if out < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {out}")
+    return out
+
+
+def check_strategy(value: Any, name: str, size: int, *, atol: float = 1e-8) -> np.ndarray:
+    """Check that ``value`` is a probability vector (or batch of them) over ``size`` actions.
+
+    Returns a float64 copy, renormalised to remove the rounding that ``atol`` tolerates.
+    """
+    arr = as_real_array(value, name, min_ndim=1)
+    if arr.shape[-1] != size:
+        raise ValueError(
+            f"{name} must have {size} entries on its last axis (one per action), "
+            f"got shape {arr.shape}"
+        )
+    if np.any(arr < -atol):
+        raise ValueError(
+            f"{name} must be a probability vector, got negative entries in {short(value)}"
+        )
+    total = arr.sum(axis=-1)
+    if np.any(np.abs(total - 1.0) > max(atol, 1e-8) * size):
+        raise ValueError(
+            f"{name} must sum to 1 over its last axis (a point on the simplex), got sums "
+            f"{short(np.round(total, 12).tolist())}; divide by the sum or use gpo_core.softmax"
+        )
+    arr = np.clip(arr, 0.0, None)
+    return arr / arr.sum(axis=-1, keepdims=True)

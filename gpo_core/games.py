@@ -1,0 +1,216 @@
+r"""Two-player zero-sum matrix games: the one sign convention of the library.
+
+The row player picks a mixed strategy :math:`x \in \Delta_m`, the column player
+:math:`y \in \Delta_n`, and the **row player maximises** :math:`x^\top A y` while the column player
+minimises it. In the alignment game the row player is the defender (it maximises reward) and the
+column player is the adversary. Utilities handed to an update rule are always "higher is better"
+for the player receiving them, so the row player gets :math:`A y` and the column player gets
+:math:`-A^\top x`; no constructor ever flips a sign behind the user's back.
+
+``payoff`` may carry leading batch axes, shape ``(..., m, n)``: a batch of games solved together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+
+from gpo_core._validate import as_real_array, check_positive_int, check_strategy, short
+
+__all__ = ["MatrixGame"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MatrixGame:
+    """A zero-sum game ``x^T A y`` (row maximises), possibly a batch of them.
+
+    Args:
+        payoff: array-like of shape ``(..., m, n)``, finite real numbers; the row player's payoff.
+        name: optional label used in reports.
+
+    Examples:
+        >>> rps = MatrixGame([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], name="rps")
+        >>> rps.shape
+        (3, 3)
+        >>> u_row, u_col = rps.utilities([1, 0, 0], [1/3, 1/3, 1/3])
+        >>> u_row.tolist(), u_col.tolist()
+        ([0.0, 0.0, 0.0], [-0.0, 1.0, -1.0])
+    """
+
+    payoff: np.ndarray
+    name: str = ""
+
+    def __init__(self, payoff: Any, name: str = "") -> None:
+        arr = as_real_array(payoff, "payoff", min_ndim=2)
+        if arr.shape[-1] == 0 or arr.shape[-2] == 0 or arr.size == 0:
+            raise ValueError(
+                f"payoff must have at least one row and one column, got shape {arr.shape}"
+            )
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {short(name)}")
+        arr.setflags(write=False)  # games are values: nobody may edit a game in place
+        object.__setattr__(self, "payoff", arr)
+        object.__setattr__(self, "name", name)
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(m, n)``: number of row and column actions."""
+        return self.payoff.shape[-2], self.payoff.shape[-1]
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """Leading axes: ``()`` for a single game."""
+        return self.payoff.shape[:-2]
+
+    @property
+    def payoff_range(self) -> float:
+        """``max A - min A`` over all games in the batch (the width that regret bounds use)."""
+        return float(self.payoff.max() - self.payoff.min())
+
+    def __repr__(self) -> str:
+        label = f"{self.name!r}, " if self.name else ""
+        batch = f", batch_shape={self.batch_shape}" if self.batch_shape else ""
+        return f"MatrixGame({label}shape={self.shape}{batch})"
+
+    # ---------------------------------------------------------------- payoffs
+    def utilities(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per-action utilities ``(A y, -A^T x)``, each "higher is better" for its player."""
+        m, n = self.shape
+        x = check_strategy(x, "x", m)
+        y = check_strategy(y, "y", n)
+        return row_utilities(self.payoff, y), col_utilities(self.payoff, x)
+
+    def value(self, x: Any, y: Any) -> np.ndarray:
+        """Expected payoff ``x^T A y`` to the row player (a scalar, or one per batched game)."""
+        u_row, _ = self.utilities(x, y)
+        m = self.shape[0]
+        return np.sum(check_strategy(x, "x", m) * u_row, axis=-1)
+
+    def swap(self) -> MatrixGame:
+        """The same game with the players' roles exchanged: payoff ``-A^T``."""
+        return MatrixGame(-np.swapaxes(self.payoff, -1, -2), name=f"swap({self.name})")
+
+    # ----------------------------------------------------------- constructors
+    @classmethod
+    def random(
+        cls,
+        m: int,
+        n: int | None = None,
+        *,
+        seed: int = 0,
+        low: float = -1.0,
+        high: float = 1.0,
+        batch_shape: tuple[int, ...] = (),
+    ) -> MatrixGame:
+        """A game with i.i.d. uniform payoffs in ``[low, high]``, reproducible from ``seed``.
+
+        Examples:
+            >>> MatrixGame.random(4, 2, seed=1).shape
+            (4, 2)
+        """
+        m = check_positive_int(m, "m")
+        n = m if n is None else check_positive_int(n, "n")
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise ValueError(f"need finite low < high, got low={low!r}, high={high!r}")
+        rng = np.random.default_rng(seed)
+        payoff = rng.uniform(low, high, size=(*tuple(batch_shape), m, n))
+        return cls(payoff, name=f"random{m}x{n}(seed={seed})")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> MatrixGame:
+        """Load the row player's payoff from a ``.npy`` or ``.csv`` (comma-separated) file."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise ValueError(f"path {path!r} does not exist; give a .npy or .csv payoff file")
+        if path.endswith(".npy"):
+            payoff = np.load(path, allow_pickle=False)
+        elif path.endswith(".csv"):
+            payoff = np.loadtxt(path, delimiter=",", ndmin=2)
+        else:
+            raise ValueError(f"path {path!r} must end in .npy or .csv")
+        return cls(payoff, name=os.path.basename(path))
+
+    @classmethod
+    def from_openspiel(cls, game: Any) -> MatrixGame:
+        """Convert an OpenSpiel game (a name or a ``pyspiel.Game``) into a ``MatrixGame``.
+
+        Matrix games (``matrix_rps``, ``matrix_brps``, ...) are read directly; other one-shot
+        simultaneous games (``blotto``) through their payoff tensor; sequential two-player games
+        (``kuhn_poker``) through ``pyspiel.extensive_to_matrix_game`` (pure-strategy normal form).
+        The game must be zero-sum: a general-sum game raises ``ValueError``.
+        """
+        try:
+            import pyspiel  # noqa: PLC0415  (optional dependency, imported on use)
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "MatrixGame.from_openspiel needs OpenSpiel: pip install open-spiel"
+            ) from exc
+        if isinstance(game, str):
+            try:
+                loaded = pyspiel.load_game(game)
+            except Exception as exc:
+                raise ValueError(
+                    f"game {game!r} is not a game OpenSpiel can load ({exc}); "
+                    "see pyspiel.registered_names()"
+                ) from exc
+        elif isinstance(game, pyspiel.Game):
+            loaded = game
+        else:
+            raise TypeError(f"game must be an OpenSpiel game name or pyspiel.Game, got {short(game)}")
+        name = loaded.get_type().short_name
+        if loaded.num_players() != 2:
+            raise ValueError(f"game {name!r} has {loaded.num_players()} players; need exactly 2")
+        row, col = _openspiel_payoffs(pyspiel, loaded)
+        scale = max(1.0, float(np.max(np.abs(row))))
+        if not np.allclose(row + col, 0.0, atol=1e-9 * scale):
+            raise ValueError(
+                f"game {name!r} is not zero-sum (row + column payoffs differ from 0 by up to "
+                f"{float(np.max(np.abs(row + col))):.3g}); MatrixGame only models zero-sum games"
+            )
+        return cls(row, name=name)
+
+
+def _openspiel_payoffs(pyspiel: Any, game: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column payoff matrices of a 2-player OpenSpiel game."""
+    if isinstance(game, pyspiel.MatrixGame):
+        return np.asarray(game.row_utilities()), np.asarray(game.col_utilities())
+    dynamics = game.get_type().dynamics
+    if dynamics == pyspiel.GameType.Dynamics.SEQUENTIAL:
+        matrix = pyspiel.extensive_to_matrix_game(game)
+        return np.asarray(matrix.row_utilities()), np.asarray(matrix.col_utilities())
+    # A one-shot simultaneous game: enumerate the joint actions at the root.
+    state = game.new_initial_state()
+    if state.is_chance_node():
+        raise ValueError("games starting with chance nodes need a sequential form")
+    rows, cols = state.legal_actions(0), state.legal_actions(1)
+    row = np.empty((len(rows), len(cols)))
+    col = np.empty_like(row)
+    for i, a in enumerate(rows):
+        for j, b in enumerate(cols):
+            child = state.clone()
+            child.apply_actions([a, b])
+            if not child.is_terminal():
+                raise ValueError(
+                    f"game {game.get_type().short_name!r} is not one-shot; pass a matrix game"
+                )
+            row[i, j], col[i, j] = child.returns()
+    return row, col
+
+
+# Shared kernels (no validation): the hot path of every solver calls these directly.
+def row_utilities(payoff: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``A y`` over the last axes (batched matrix-vector product)."""
+    if payoff.ndim == 2 and y.ndim == 1:
+        return payoff @ y
+    return np.matmul(payoff, y[..., :, None])[..., 0]
+
+
+def col_utilities(payoff: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``-A^T x`` over the last axes: the column (minimising) player's utilities."""
+    if payoff.ndim == 2 and x.ndim == 1:
+        return -(x @ payoff)
+    return -np.matmul(x[..., None, :], payoff)[..., 0, :]

@@ -1,0 +1,296 @@
+r"""Update rules: pure ``(init, step)`` pairs made by factories (optax's shape).
+
+Every rule keeps its current strategy as normalised logits (``state.logits``; probabilities are
+``softmax(state.logits)``) and maps ``(state, utilities) -> state`` where ``utilities`` holds one
+"higher is better" number per action (``A y`` for the row player, ``-A^T x`` for the column
+player). All rules broadcast over leading batch axes and never modify their inputs.
+
+The rules, in closed form (:math:`z` = logits, :math:`u` = utilities, :math:`\rho` = magnet):
+
+* :func:`hedge` (multiplicative weights; GPO's KL-to-previous-iterate step, Zheng et al. 2024 §3)
+
+  .. math:: z' = z + \eta u - \log Z \quad\Longleftrightarrow\quad
+            \pi' = \arg\max_\pi \langle \pi, u\rangle - \tfrac1\eta \mathrm{KL}(\pi\,\|\,\pi_t)
+
+  Regret :math:`\le \ln n/\eta + \eta T B^2/8` for payoffs of range :math:`B`
+  (Cesa-Bianchi & Lugosi 2006, Thm. 2.2); with a decreasing schedule it runs in dual-averaging
+  form :math:`z_{t+1} = z_1 + \eta_{t+1} \sum_{s\le t} u_s` (ibid. Thm. 2.3).
+* :func:`mmd` (magnetic mirror descent, the entropy-regularised variant; Sokota et al. 2023)
+
+  .. math:: z' = \frac{z + \eta\alpha\log\rho + \eta u}{1 + \eta\alpha} - \log Z
+            \quad\Longleftrightarrow\quad
+            \pi' = \arg\max_\pi \langle\pi,u\rangle - \alpha\mathrm{KL}(\pi\|\rho)
+                   - \tfrac1\eta\mathrm{KL}(\pi\|\pi_t)
+
+  Its last iterate converges linearly to the :math:`\alpha`-regularised (quantal-response)
+  equilibrium for :math:`\eta \le \alpha / L^2`, :math:`L = \max|A|` (Sokota et al. 2023, Thm. 3.4).
+* :func:`optimistic` (optimistic mirror descent; Rakhlin & Sridharan 2013): plays a look-ahead
+  step that treats the last utility as a prediction of the next one.
+* :func:`regret_matching_plus` (RM+; Tammelin 2014): play in proportion to clipped cumulative
+  regrets :math:`Q' = [Q + u - \langle u, \pi\rangle]^+`; parameter-free.
+
+:func:`mirror_step` is the one formula shared by every mirror rule and by the LLM backends,
+which fit a network to the same target on samples.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Protocol
+
+import numpy as np
+
+from gpo_core._validate import as_real_array, check_nonnegative, check_strategy
+from gpo_core.schedules import Constant, Schedule, as_schedule
+from gpo_core.simplex import log_softmax, safe_log, softmax
+
+__all__ = [
+    "RuleState",
+    "UpdateRule",
+    "HedgeState",
+    "MMDState",
+    "OptimisticState",
+    "RMPlusState",
+    "mirror_step",
+    "hedge",
+    "mmd",
+    "optimistic",
+    "regret_matching_plus",
+]
+
+
+class RuleState(Protocol):
+    """What every rule state exposes: the strategy it plays now, as normalised logits."""
+
+    @property
+    def logits(self) -> np.ndarray:  # pragma: no cover - protocol
+        """Log-probabilities of the current strategy, shape ``(..., n)``."""
+        ...
+
+
+class UpdateRule(NamedTuple):
+    """A pure update rule: ``state = init(logits)``; ``state = step(state, utilities)``.
+
+    Attributes:
+        init: maps initial logits ``(..., n)`` to the rule's state.
+        step: maps ``(state, utilities)`` to the next state; never mutates either input.
+        name: a short label for reports (``"hedge(eta=0.1)"``).
+    """
+
+    init: Callable[[np.ndarray], Any]
+    step: Callable[[Any, np.ndarray], Any]
+    name: str
+
+
+class HedgeState(NamedTuple):
+    """State of :func:`hedge`."""
+
+    logits: np.ndarray  # (..., n) normalised log-probabilities played now
+    prior: np.ndarray  # (..., n) initial logits (dual-averaging anchor)
+    cum_utility: np.ndarray  # (..., n) sum of utilities seen so far
+    count: int  # updates made so far
+
+
+class MMDState(NamedTuple):
+    """State of :func:`mmd`."""
+
+    logits: np.ndarray  # (..., n)
+    log_magnet: np.ndarray  # (n,) or (..., n)
+    count: int
+
+
+class OptimisticState(NamedTuple):
+    """State of :func:`optimistic`: the base rule's state plus the look-ahead strategy played."""
+
+    logits: np.ndarray  # (..., n) strategy played (look-ahead of `base`)
+    base: Any  # the wrapped rule's state
+    count: int
+
+
+class RMPlusState(NamedTuple):
+    """State of :func:`regret_matching_plus`."""
+
+    logits: np.ndarray  # (..., n)
+    cum_regret: np.ndarray  # (..., n) clipped cumulative regrets Q >= 0
+    count: int
+
+
+def mirror_step(
+    logits: np.ndarray,
+    utilities: np.ndarray,
+    eta: float,
+    alpha: float = 0.0,
+    log_magnet: np.ndarray | float = 0.0,
+) -> np.ndarray:
+    r"""The closed-form KL-regularised step every mirror rule and LLM backend shares.
+
+    Returns the normalised logits of
+    :math:`\arg\max_\pi \langle\pi,u\rangle - \alpha\mathrm{KL}(\pi\|\rho) - \mathrm{KL}(\pi\|\pi_t)/\eta`,
+    i.e. :math:`(z + \eta\alpha\log\rho + \eta u)/(1+\eta\alpha) - \log Z`. ``eta = inf`` drops the
+    proximal term (anchor to the magnet only: :math:`\log\rho + u/\alpha`), which is the fixed
+    reference-model KL of standard RLHF and of GPO's released code.
+
+    Examples:
+        >>> z = mirror_step(np.zeros(2), np.array([1.0, 0.0]), eta=np.log(3.0))
+        >>> softmax(z).round(6).tolist()
+        [0.75, 0.25]
+    """
+    if math.isinf(eta):
+        return log_softmax(log_magnet + utilities / alpha)
+    if alpha == 0.0:
+        return log_softmax(logits + eta * utilities)
+    return log_softmax((logits + (eta * alpha) * log_magnet + eta * utilities) / (1.0 + eta * alpha))
+
+
+def _check_utilities(state_logits: np.ndarray, utilities: Any) -> np.ndarray:
+    u = np.asarray(utilities, dtype=np.float64)
+    if u.shape[-1:] != state_logits.shape[-1:]:
+        raise ValueError(
+            f"utilities must have {state_logits.shape[-1]} entries on the last axis (one per "
+            f"action, matching the state), got shape {u.shape}"
+        )
+    return u
+
+
+def _init_logits(logits: Any) -> np.ndarray:
+    z = as_real_array(logits, "logits", min_ndim=1)
+    if z.shape[-1] == 0:
+        raise ValueError("logits must have at least one action on the last axis, got 0")
+    return log_softmax(z)
+
+
+def hedge(eta: float | Schedule = 0.1) -> UpdateRule:
+    r"""Hedge / multiplicative weights: :math:`\pi' \propto \pi\, e^{\eta u}`.
+
+    Args:
+        eta: a step size > 0 (GPO's :math:`1/\beta`), or a schedule ``t -> eta_t`` such as
+            :func:`gpo_core.inverse_sqrt`. A constant step runs the KL-proximal form exactly; a
+            varying one runs the dual-averaging (FTRL) form, which keeps the anytime bound.
+
+    Examples:
+        >>> rule = hedge(eta=np.log(2.0))
+        >>> state = rule.step(rule.init(np.zeros(2)), np.array([1.0, 0.0]))
+        >>> softmax(state.logits).round(6).tolist()
+        [0.666667, 0.333333]
+    """
+    schedule = as_schedule(eta)
+    fixed = isinstance(schedule, Constant)
+
+    def init(logits: Any) -> HedgeState:
+        z = _init_logits(logits)
+        return HedgeState(z, z, np.zeros_like(z), 0)
+
+    def step(state: HedgeState, utilities: Any) -> HedgeState:
+        u = _check_utilities(state.logits, utilities)
+        count = state.count + 1
+        cum = state.cum_utility + u
+        if fixed:
+            z = mirror_step(state.logits, u, schedule.eta)
+        else:
+            z = log_softmax(state.prior + schedule(count + 1) * cum)
+        return HedgeState(z, state.prior, cum, count)
+
+    return UpdateRule(init, step, f"hedge(eta={_label(schedule)})")
+
+
+def mmd(eta: float | Schedule = 0.1, alpha: float = 0.05, magnet: Any = None) -> UpdateRule:
+    r"""Magnetic mirror descent: entropy/KL-regularised Hedge pulled toward ``magnet``.
+
+    Args:
+        eta: step size > 0 or a schedule.
+        alpha: regularisation weight >= 0 (0 gives :func:`hedge`); the regularised equilibrium is
+            the logit QRE with temperature ``alpha``, see :func:`gpo_core.solve_qre`.
+        magnet: a probability vector over the actions, uniform if ``None``.
+
+    Examples:
+        >>> rule = mmd(eta=1.0, alpha=1.0)
+        >>> state = rule.step(rule.init(np.log([0.9, 0.1])), np.zeros(2))
+        >>> softmax(state.logits).round(4).tolist()  # halfway (geometrically) to uniform
+        [0.75, 0.25]
+    """
+    schedule = as_schedule(eta)
+    alpha = check_nonnegative(alpha, "alpha")
+    magnet_arr = None if magnet is None else as_real_array(magnet, "magnet", min_ndim=1)
+
+    def init(logits: Any) -> MMDState:
+        z = _init_logits(logits)
+        if magnet_arr is None:
+            log_magnet = np.full(z.shape[-1], -math.log(z.shape[-1]))
+        else:
+            log_magnet = safe_log(check_strategy(magnet_arr, "magnet", z.shape[-1]))
+        return MMDState(z, log_magnet, 0)
+
+    def step(state: MMDState, utilities: Any) -> MMDState:
+        u = _check_utilities(state.logits, utilities)
+        count = state.count + 1
+        z = mirror_step(state.logits, u, schedule(count), alpha, state.log_magnet)
+        return MMDState(z, state.log_magnet, count)
+
+    return UpdateRule(init, step, f"mmd(eta={_label(schedule)}, alpha={alpha:g})")
+
+
+def optimistic(rule: UpdateRule) -> UpdateRule:
+    r"""Optimistic (predictive) version of any rule: play the step the last utility predicts.
+
+    With base states :math:`s_t`, it keeps :math:`s_{t+1} = \mathrm{step}(s_t, u_t)` and plays
+    :math:`\pi_{t+1} = \mathrm{step}(s_{t+1}, u_t)`: the last utility serves as the prediction of
+    the next (Rakhlin & Sridharan 2013). For Hedge the averaged Nash gap falls as :math:`O(1/T)`
+    instead of :math:`O(1/\sqrt T)` (Syrgkanis et al. 2015), and the last iterate converges.
+
+    Examples:
+        >>> rule = optimistic(hedge(eta=0.5))
+        >>> state = rule.step(rule.init(np.zeros(2)), np.array([1.0, 0.0]))
+        >>> softmax(state.logits).round(4).tolist()  # two steps' worth of tilt, e^{2*0.5}
+        [0.7311, 0.2689]
+    """
+    if not isinstance(rule, UpdateRule):
+        raise TypeError(f"rule must be an UpdateRule (e.g. gpo_core.hedge(0.1)), got {rule!r}")
+
+    def init(logits: Any) -> OptimisticState:
+        base = rule.init(logits)
+        return OptimisticState(base.logits, base, 0)
+
+    def step(state: OptimisticState, utilities: Any) -> OptimisticState:
+        base = rule.step(state.base, utilities)
+        ahead = rule.step(base, utilities)
+        return OptimisticState(ahead.logits, base, state.count + 1)
+
+    return UpdateRule(init, step, f"optimistic({rule.name})")
+
+
+def regret_matching_plus() -> UpdateRule:
+    r"""Regret matching+: :math:`Q' = [Q + u - \langle u,\pi\rangle]^+`, :math:`\pi \propto Q`.
+
+    Parameter-free and invariant to positive scaling of the payoffs; with alternating updates and
+    linear averaging it is the matrix-game form of CFR+ (Tammelin 2014; Burch et al. 2019).
+
+    Examples:
+        >>> rule = regret_matching_plus()
+        >>> state = rule.step(rule.init(np.zeros(3)), np.array([3.0, 0.0, 0.0]))
+        >>> softmax(state.logits).round(6).tolist()
+        [1.0, 0.0, 0.0]
+    """
+
+    def init(logits: Any) -> RMPlusState:
+        z = _init_logits(logits)
+        return RMPlusState(z, np.zeros_like(z), 0)
+
+    def step(state: RMPlusState, utilities: Any) -> RMPlusState:
+        u = _check_utilities(state.logits, utilities)
+        x = softmax(state.logits)
+        regret = u - np.sum(u * x, axis=-1, keepdims=True)
+        q = np.maximum(state.cum_regret + regret, 0.0)
+        total = np.sum(q, axis=-1, keepdims=True)
+        # No positive regret yet (or all regrets cancelled): keep playing the current strategy.
+        z = np.where(total > 0, safe_log(q / np.where(total > 0, total, 1.0)), state.logits)
+        return RMPlusState(z, q, state.count + 1)
+
+    return UpdateRule(init, step, "rm+")
+
+
+def _label(schedule: Schedule) -> str:
+    if isinstance(schedule, Constant):
+        return f"{schedule.eta:g}"
+    c = getattr(schedule, "c", None)
+    return f"{c:g}/sqrt(t)" if c is not None else type(schedule).__name__
+
