@@ -84,8 +84,8 @@ def horizon_tuned(horizon: int, num_actions: int, payoff_range: float) -> Consta
         payoff_range: width ``B = max payoff - min payoff`` of the utilities it will see.
 
     Examples:
-        >>> round(horizon_tuned(100, 3, 2.0)(1), 6)
-        0.148239
+        >>> round(horizon_tuned(100, 3, 2.0)(1), 5)
+        0.14823
     """
     horizon = check_positive_int(horizon, "horizon")
     num_actions = check_positive_int(num_actions, "num_actions")
