@@ -1,0 +1,245 @@
+"""The ``gpo`` command line.
+
+``gpo solve GAME``  solve a zero-sum game (an OpenSpiel name or a .npy/.csv payoff file) with an
+update rule, print the equilibrium, value and Nash gap next to the exact LP answer, and
+optionally plot the gap curve.
+
+``gpo demo``        the main job on its embedded defaults: solve OpenSpiel's toy games and print a
+convergence table, run the theory checks (``proofs_check --quick``), and play a short GPO game
+between two tiny language models.
+
+``gpo train CONFIG``  run the GPO loop from a TOML config (see ``examples/gpo_train.toml``).
+
+Heavy dependencies (matplotlib, OpenSpiel, torch) are imported only by the commands that use them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+import gpo_core as gc
+
+RULES = ("hedge", "mmd", "optimistic-hedge", "rm+")
+
+
+def make_rule(name: str, eta: float | None, alpha: float, steps: int, game: gc.MatrixGame) -> gc.UpdateRule:
+    """Build a rule by CLI name; ``eta=None`` picks Hedge's horizon-tuned step for this game."""
+    if name not in RULES:
+        raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {name!r}")
+    if name == "rm+":
+        return gc.regret_matching_plus()
+    if eta is None and name == "optimistic-hedge":
+        # Optimistic Hedge's O(1/T) rate needs a constant step below ~1/(4 max|A|) (Syrgkanis
+        # et al. 2015), not the O(1/sqrt(T)) horizon-tuned one.
+        eta = 0.1 / max(float(np.max(np.abs(game.payoff))), 1e-12)
+    if eta is None:
+        m, n = game.shape
+        width = max(game.payoff_range, 1e-12)
+        eta = gc.horizon_tuned(steps, max(m, n, 2), width)(1)
+    if name == "hedge":
+        return gc.hedge(eta)
+    if name == "optimistic-hedge":
+        return gc.optimistic(gc.hedge(eta))
+    return gc.mmd(eta, alpha)
+
+
+def load_game(spec: str) -> gc.MatrixGame:
+    """An OpenSpiel game name, or a path to a .npy/.csv payoff file."""
+    if spec.endswith((".npy", ".csv")) or os.path.sep in spec:
+        return gc.MatrixGame.from_file(spec)
+    return gc.MatrixGame.from_openspiel(spec)
+
+
+def _fmt(v: np.ndarray) -> str:
+    return "[" + ", ".join(f"{p:.4f}" for p in np.asarray(v).ravel()) + "]"
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    """``gpo solve``."""
+    game = load_game(args.game)
+    rule = make_rule(args.rule, args.eta, args.alpha, args.steps, game)
+    start = time.perf_counter()
+    traj = gc.play(game, rule, steps=args.steps, alternating=args.alternating,
+                   averaging=args.averaging, tol=args.tol)
+    elapsed = time.perf_counter() - start
+    sol = gc.solve_lp(game)
+    x, y = traj.average
+    print(f"game        {game.name or args.game}  ({game.shape[0]} x {game.shape[1]})")
+    print(f"rule        {rule.name}, {traj.num_steps} steps, "
+          f"{'alternating' if args.alternating else 'simultaneous'}, {args.averaging} average")
+    print(f"row (avg)   {_fmt(x)}")
+    print(f"col (avg)   {_fmt(y)}")
+    print(f"value       {float(game.value(x, y)) + 0.0:.6g}   (LP: {float(sol.value) + 0.0:.6g})")
+    print(f"nash gap    {float(gc.nash_gap(game, x, y)):.3e}   (LP solution: "
+          f"{float(gc.nash_gap(game, sol.row, sol.col)):.1e}); last iterate {float(traj.last_gap[-1]):.3e}")
+    print(f"time        {elapsed:.3f} s")
+    if args.plot:
+        plot_gap(traj, args.plot, title=f"{game.name or args.game}: {rule.name}")
+        print(f"plot        {args.plot}")
+    return 0
+
+
+def plot_gap(traj: gc.Trajectory, path: str, title: str) -> None:
+    """Write a log-log plot of the Nash gap of the average and of the last iterate (atomically)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    floor = 1e-16
+    ax.loglog(traj.steps, np.maximum(traj.nash_gap, floor), label="average")
+    ax.loglog(traj.steps, np.maximum(traj.last_gap, floor), label="last iterate", alpha=0.6)
+    ax.set_xlabel("step t")
+    ax.set_ylabel("Nash gap")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def _save_figure(fig, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    fig.savefig(tmp, format=os.path.splitext(path)[1].lstrip(".") or "png", dpi=120)
+    os.replace(tmp, path)
+
+
+def toy_games() -> list[gc.MatrixGame]:
+    """Every zero-sum matrix game OpenSpiel registers, plus blotto and Kuhn poker in matrix form."""
+    import pyspiel  # noqa: PLC0415
+
+    games = []
+    for name in sorted(pyspiel.registered_names()):
+        if not name.startswith("matrix_"):
+            continue
+        try:
+            games.append(gc.MatrixGame.from_openspiel(name))
+        except ValueError:
+            continue  # general-sum (prisoner's dilemma, coordination, ...): not a zero-sum game
+    games.append(gc.MatrixGame.from_openspiel("blotto"))
+    games.append(gc.MatrixGame.from_openspiel("kuhn_poker"))
+    return games
+
+
+def convergence_table(steps: int = 2000, progress: bool = True) -> str:
+    """Markdown table: every toy game solved exactly (LP) and by each rule's average."""
+    rows = ["| game | shape | value (LP) | hedge gap | optimistic hedge gap | mmd gap | rm+ gap |",
+            "|---|---|---|---|---|---|---|"]
+    games = toy_games()
+    it = games
+    if progress:
+        try:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            it = tqdm(games, desc="toy games", unit="game", file=sys.stderr)
+        except ImportError:
+            pass
+    for game in it:
+        scale = max(game.payoff_range, 1e-12)
+        sol = gc.solve_lp(game)
+        gaps = []
+        # A seeded non-uniform start: from the uniform profile a symmetric game is already solved.
+        rng = np.random.default_rng(0)
+        x0 = rng.dirichlet(np.ones(game.shape[0]))
+        y0 = rng.dirichlet(np.ones(game.shape[1]))
+        for name in RULES_IN_TABLE:
+            rule = make_rule(name, None, 0.05 * scale / 10, steps, game)
+            alt = name == "rm+"
+            traj = gc.play(game, rule, steps=steps, alternating=alt, x0=x0, y0=y0,
+                           averaging="linear" if alt else "uniform")
+            gaps.append(float(traj.final_gap) / scale)
+        rows.append(f"| {game.name} | {game.shape[0]}x{game.shape[1]} | {float(sol.value) + 0.0:.4g} | "
+                    + " | ".join(f"{g:.1e}" for g in gaps) + " |")
+    rows.append(f"\nNash gaps of the averaged profile after {steps} steps from a seeded random start, "
+                "divided by the payoff range. hedge and mmd use the horizon-tuned step, rm+ "
+                "alternates with linear averaging; mmd (alpha = 0.005 x range) approaches the "
+                "regularised equilibrium, so its gap stalls near that equilibrium's own gap.")
+    return "\n".join(rows)
+
+
+RULES_IN_TABLE = ("hedge", "optimistic-hedge", "mmd", "rm+")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``gpo demo``: the main job on embedded defaults."""
+    print("## 1. OpenSpiel toy games: exact LP vs learning dynamics\n")
+    print(convergence_table(args.steps))
+    status = 0
+    print("\n## 2. Theory checks (proofs_check --quick)\n")
+    try:
+        import proofs_check  # noqa: PLC0415
+    except ImportError:
+        print("proofs_check is not installed with this copy; skipped")
+    else:
+        status |= proofs_check.main(["--quick", "--out", os.path.join(args.out, "proofs_check")])
+    print("\n## 3. A short GPO game between two tiny language models\n")
+    try:
+        from examples import tiny_red_team  # noqa: PLC0415
+    except ImportError as exc:
+        print(f"the LLM demo needs the llm extra ({exc}); skipped")
+    else:
+        status |= tiny_red_team.main(["--rounds", str(args.rounds), "--out", os.path.join(args.out, "tiny_red_team")])
+    return status
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``gpo train CONFIG``: the GPO loop from a TOML file."""
+    from backends.train import train_from_toml  # noqa: PLC0415
+
+    return train_from_toml(args.config, out=args.out, resume=not args.no_resume)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(prog="gpo", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("solve", help="solve a zero-sum game with an update rule")
+    s.add_argument("game", help="OpenSpiel game name (e.g. matrix_brps, kuhn_poker) or .npy/.csv file")
+    s.add_argument("--rule", default="hedge", choices=RULES)
+    s.add_argument("--steps", type=int, default=10_000)
+    s.add_argument("--eta", type=float, default=None, help="step size (default: horizon-tuned)")
+    s.add_argument("--alpha", type=float, default=0.05, help="mmd regularisation weight")
+    s.add_argument("--alternating", action="store_true", help="defender first, then adversary")
+    s.add_argument("--averaging", default="uniform", choices=("uniform", "linear", "quadratic"))
+    s.add_argument("--tol", type=float, default=None, help="stop once the averaged gap <= tol")
+    s.add_argument("--plot", default=None, help="write the gap curve to this PNG")
+    s.set_defaults(func=cmd_solve)
+    d = sub.add_parser("demo", help="the main job: toy games, theory checks, a tiny GPO game")
+    d.add_argument("--steps", type=int, default=2000)
+    d.add_argument("--rounds", type=int, default=6)
+    d.add_argument("--out", default="gpo_out")
+    d.set_defaults(func=cmd_demo)
+    t = sub.add_parser("train", help="run the GPO loop from a TOML config")
+    t.add_argument("config")
+    t.add_argument("--out", default=None, help="output folder (default: the config's)")
+    t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gpo`` console script."""
+    args = build_parser().parse_args(argv)
+    for name in ("steps", "rounds"):
+        if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
+            print(f"gpo: error: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
+            return 2
+    try:
+        return int(args.func(args))
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"gpo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,103 @@
+r"""Predictive regret matching+ (PRM+): regret matching+ that plays the regret it predicts.
+
+Farina, Kroer & Sandholm (2021), "Faster game solving via predictive Blackwell approachability:
+connecting regret matching and mirror descent" (AAAI 2021), Algorithm 2, in this library's
+"higher is better" utility convention. With :math:`Q_t \ge 0` the clipped cumulative regrets,
+:math:`\pi_t` the strategy played at step :math:`t` and :math:`u_t` the utilities it then saw:
+
+.. math::
+    r_t &= u_t - \langle u_t, \pi_t\rangle \mathbf 1
+        && \text{(instantaneous regret)} \\
+    Q_t &= [Q_{t-1} + r_t]^+
+        && \text{(RM+'s cumulative regret, } Q_0 = 0) \\
+    \theta_{t+1} &= [Q_t + m_{t+1}]^+,\quad m_{t+1} = r_t
+        && \text{(predict that the next regret repeats the last)} \\
+    \pi_{t+1} &= \theta_{t+1} / \lVert\theta_{t+1}\rVert_1
+        && \text{(if } \theta_{t+1} = 0 \text{: keep } \pi_t\text{)}
+
+The paper's prediction of the next utility is :math:`m_{t+1} = u_t`, which makes the predicted
+regret :math:`u_t - \langle u_t, \pi_t\rangle\mathbf 1 = r_t`; with :math:`m \equiv 0` the rule is
+plain RM+ (:func:`gpo_core.regret_matching_plus`). When :math:`\theta = 0` any strategy keeps the
+guarantee (the Blackwell decision is the origin of the cone), so we keep the current one, as RM+
+does.
+
+**Guarantee.** PRM+ is predictive online mirror descent (Euclidean) on the positive orthant run by
+Blackwell approachability, so each player's external regret is
+:math:`O\big(\sqrt{\textstyle\sum_t \lVert r_t - r_{t-1}\rVert_2^2}\big)` (Farina et al. 2021,
+Thm. 2 with Prop. 2): never worse than RM+'s :math:`O(B\sqrt{nT})`, and small when the utilities
+change slowly, as they do in self-play. By the folk theorem the averaged profile's Nash gap is at
+most the players' summed regrets over :math:`T`. The paper reports PRM+ with alternating updates
+(``play(..., alternating=True)``) and linear or quadratic averaging as the fastest of the
+regret-matching family on matrix games; like RM+ it is parameter-free and invariant to positive
+scaling of the payoffs. (No :math:`O(1/T)` rate is proved for PRM+ itself in self-play.)
+
+The state keeps the played strategy twice, as normalised ``logits`` (every rule's contract; exact
+zeros become :func:`gpo_core.simplex.safe_log`'s finite floor) and as probabilities
+``strategy`` (so the regret is computed against the exact point played, without a softmax).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from gpo_core.rules import UpdateRule, _check_utilities, _init_logits
+from gpo_core.simplex import safe_log, softmax
+
+__all__ = ["PRMPlusState", "predictive_regret_matching_plus"]
+
+
+class PRMPlusState(NamedTuple):
+    """State of :func:`predictive_regret_matching_plus`."""
+
+    logits: np.ndarray  # (..., n) normalised log-probabilities of the strategy played now
+    strategy: np.ndarray  # (..., n) the same strategy as probabilities (exact zeros kept)
+    cum_regret: np.ndarray  # (..., n) clipped cumulative regrets Q_t >= 0
+    count: int  # updates made so far
+
+
+def predictive_regret_matching_plus() -> UpdateRule:
+    r"""Predictive regret matching+ (PRM+): :math:`\pi' \propto [Q' + r]^+`, :math:`Q' = [Q + r]^+`.
+
+    Here :math:`r = u - \langle u, \pi\rangle` is the regret of the strategy just played; it is
+    both added to the cumulative regrets (as in RM+) and used as the prediction of the next one
+    (Farina, Kroer & Sandholm 2021). Parameter-free; use it with ``alternating=True`` and
+    ``averaging="linear"`` (or ``"quadratic"``) in :func:`gpo_core.play`.
+
+    Returns:
+        An :class:`gpo_core.UpdateRule` named ``"prm+"`` whose state is a :class:`PRMPlusState`.
+
+    Examples:
+        >>> rule = predictive_regret_matching_plus()
+        >>> state = rule.step(rule.init(np.zeros(3)), np.array([3.0, 0.0, 0.0]))
+        >>> state.strategy.tolist(), state.cum_regret.tolist()  # theta = [2 + 2, 0, 0]
+        ([1.0, 0.0, 0.0], [2.0, 0.0, 0.0])
+        >>> state = rule.step(state, np.array([0.0, 3.0, 0.0]))  # r = [0, 3, 0], Q = [2, 3, 0]
+        >>> state.strategy.tolist()  # theta = [Q + r]^+ = [2, 6, 0]
+        [0.25, 0.75, 0.0]
+    """
+
+    def init(logits: Any) -> PRMPlusState:
+        z = _init_logits(logits)
+        return PRMPlusState(z, softmax(z), np.zeros_like(z), 0)
+
+    def step(state: PRMPlusState, utilities: Any) -> PRMPlusState:
+        u = _check_utilities(state.logits, utilities)
+        x = state.strategy
+        regret = u - np.sum(u * x, axis=-1, keepdims=True)
+        q = np.maximum(state.cum_regret + regret, 0.0)
+        theta = np.maximum(q + regret, 0.0)
+        total = np.sum(theta, axis=-1, keepdims=True)
+        positive = total > 0
+        if np.all(positive):  # the common case: no fallback needed, skip the np.where copies
+            p = theta / total
+            z = safe_log(p)
+        else:
+            # No positive predicted regret: keep playing the current strategy (any point of the
+            # simplex keeps the guarantee, see the module docstring).
+            p = np.where(positive, theta / np.where(positive, total, 1.0), x)
+            z = np.where(positive, safe_log(p), state.logits)
+        return PRMPlusState(z, p, q, state.count + 1)
+
+    return UpdateRule(init, step, "prm+")

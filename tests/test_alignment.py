@@ -1,0 +1,292 @@
+"""The GPO loop: exact reproduction of the matrix-game dynamics, options, faults, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gpo_core as gc
+from backends.tabular import TableReward, TabularPolicy, matrix_game_players
+from gpo_core.alignment import GameConfig, MixturePolicy, checked_rewards, run_game
+from gpo_core.protocols import Experience, MirrorStep
+
+
+def _exact_config(**kw) -> GameConfig:
+    base = dict(batch_size=1, conditional_adversary=False)
+    base.update(kw)
+    return GameConfig(**base)
+
+
+@settings(max_examples=15)
+@given(
+    m=st.integers(1, 5),
+    n=st.integers(1, 5),
+    seed=st.integers(0, 10_000),
+    eta=st.floats(0.01, 2.0),
+    alpha=st.sampled_from([0.0, 0.1, 1.0]),
+    alternating=st.booleans(),
+)
+def test_tabular_loop_reproduces_play(m, n, seed, eta, alpha, alternating):
+    """The very same loop that trains LLMs, run on exact tables, IS gpo_core.play (to 1e-12)."""
+    game = gc.MatrixGame.random(m, n, seed=seed, low=-3, high=3)
+    d, a, r = matrix_game_players(game)
+    cfg = _exact_config(rounds=60, defender_eta=eta, adversary_eta=eta, defender_alpha=alpha,
+                        adversary_alpha=alpha,
+                        schedule="alternating" if alternating else "simultaneous")
+    res = run_game(d, a, r, cfg)
+    rule = gc.mmd(eta, alpha) if alpha > 0 else gc.hedge(eta)
+    traj = gc.play(game, rule, rule, steps=60, alternating=alternating)
+    np.testing.assert_allclose(d.probabilities(), traj.last.row, atol=1e-12)
+    np.testing.assert_allclose(a.probabilities(), traj.last.col, atol=1e-12)
+    avg_row = np.mean([gc.softmax(s) for s in res.defender_iterates], axis=0)
+    avg_col = np.mean([gc.softmax(s) for s in res.adversary_iterates], axis=0)
+    np.testing.assert_allclose(avg_row, traj.average.row, atol=1e-12)
+    np.testing.assert_allclose(avg_col, traj.average.col, atol=1e-12)
+    # the logged reward is the value of the iterate pair played in the last round
+    assert len(res.logs) == 60
+
+
+def test_averaged_policy_is_the_mixture_of_iterates():
+    game = gc.MatrixGame.random(3, 4, seed=3)
+    d, a, r = matrix_game_players(game)
+    res = run_game(d, a, r, _exact_config(rounds=40, schedule="simultaneous", defender_eta=0.5,
+                                           adversary_eta=0.5))
+    mix = MixturePolicy(d, res.defender_iterates)
+    outputs = list(d.outputs)
+    probs = np.exp(mix.log_prob([""] * len(outputs), outputs))
+    expected = np.mean([gc.softmax(s) for s in res.defender_iterates], axis=0)
+    np.testing.assert_allclose(probs, expected, atol=1e-12)
+    # sampling from the mixture: draw an iterate, then sample from it (enumerated rows)
+    rng = np.random.default_rng(0)
+    s = mix.sample([""], 200, rng)
+    total = np.zeros(len(outputs))
+    for o, w in zip(s.outputs, s.weights):
+        total[outputs.index(o)] += w
+    assert math.isclose(total.sum(), 1.0, rel_tol=1e-12)
+    # the mixture restores the policy it borrowed
+    np.testing.assert_array_equal(d.snapshot(), res.defender_iterates[-1] * 0 + d.snapshot())
+    with pytest.raises(TypeError, match="evaluation policy"):
+        mix.update(Experience((), (), np.zeros(0), np.zeros(0)), MirrorStep(1.0))
+
+
+def test_averaged_gap_falls_like_the_theory():
+    """Averaged iterates of the LLM-shaped loop approach the Nash equilibrium (vs solve_lp)."""
+    game = gc.MatrixGame.random(4, 4, seed=7)
+    d, a, r = matrix_game_players(game)
+    eta = gc.horizon_tuned(400, 4, game.payoff_range)(1)
+    res = run_game(d, a, r, _exact_config(rounds=400, schedule="simultaneous", defender_eta=eta,
+                                           adversary_eta=eta))
+    x = np.mean([gc.softmax(s) for s in res.defender_iterates], axis=0)
+    y = np.mean([gc.softmax(s) for s in res.adversary_iterates], axis=0)
+    gap = float(gc.nash_gap(game, x, y))
+    assert gap <= gc.nash_gap(game, np.full(4, 0.25), np.full(4, 0.25))
+    assert gap < 0.05
+
+
+def test_conditional_defender_updates_each_prompt_by_its_own_reward():
+    """GPO's defender answers each prompt: pi_{t+1}(y|x) ∝ pi_t(y|x) exp(eta r(x, y))."""
+    prompts, responses = ["x0", "x1"], ["safe", "unsafe"]
+    reward = TableReward({("x0", "safe"): 1.0, ("x0", "unsafe"): 0.0,
+                          ("x1", "safe"): 0.2, ("x1", "unsafe"): 0.9})
+    d = TabularPolicy(responses, contexts=prompts)
+    a = TabularPolicy(prompts, logits=[0.0, 1.0])
+    cfg = _exact_config(rounds=1, schedule="simultaneous", defender_eta=0.7, adversary_eta=0.3)
+    run_game(d, a, reward, cfg)
+    np.testing.assert_allclose(d.probabilities("x0"), gc.softmax(0.7 * np.array([1.0, 0.0])), atol=1e-15)
+    np.testing.assert_allclose(d.probabilities("x1"), gc.softmax(0.7 * np.array([0.2, 0.9])), atol=1e-15)
+    # the adversary's utility of a prompt is minus the defender's expected reward on it
+    u = -np.array([0.5 * 1.0 + 0.5 * 0.0, 0.5 * 0.2 + 0.5 * 0.9])
+    np.testing.assert_allclose(a.probabilities(), gc.softmax(np.array([0.0, 1.0]) + 0.3 * u), atol=1e-15)
+
+
+def test_initial_anchor_is_the_fixed_reference_kl_of_the_released_code():
+    """kl_anchor='initial': pi' ∝ rho exp(u / alpha), whatever the current iterate."""
+    game = gc.MatrixGame([[1.0, 0.0], [0.0, 2.0]])
+    d, a, r = matrix_game_players(game)
+    cfg = _exact_config(rounds=3, schedule="simultaneous", kl_anchor="initial",
+                        defender_alpha=0.5, adversary_alpha=0.5)
+    assert cfg.defender_step() == MirrorStep(eta=math.inf, alpha=0.5)
+    res = run_game(d, a, r, cfg)
+    # after round 3 the defender is the Gibbs response to the adversary iterate of round 3,
+    # independent of its own previous iterate: log x = log(1/2) + A y_3 / alpha - log Z
+    y3 = gc.softmax(res.adversary_iterates[2])
+    np.testing.assert_allclose(d.probabilities(), gc.softmax(game.payoff @ y3 / 0.5), atol=1e-15)
+    x3 = gc.softmax(res.defender_iterates[2])
+    np.testing.assert_allclose(a.probabilities(), gc.softmax(-(x3 @ game.payoff) / 0.5), atol=1e-15)
+
+
+def test_diversity_enters_only_the_adversary_utility():
+    game = gc.MatrixGame([[0.0, 0.0]])  # the defender cannot change anything
+    d, a, r = matrix_game_players(game)
+    bonus = {"p0": 1.0, "p1": 0.0}
+    calls = []
+
+    def diversity(prompts, history):
+        calls.append(len(history))
+        return np.array([bonus[p] for p in prompts])
+
+    cfg = _exact_config(rounds=3, schedule="simultaneous", beta_div=2.0, adversary_eta=0.5)
+    res = run_game(d, a, r, cfg, diversity=diversity)
+    np.testing.assert_allclose(a.probabilities(), gc.softmax(np.array([3 * 0.5 * 2.0, 0.0])), atol=1e-12)
+    assert calls == [0, 2, 4]  # history grows after each round's prompts are scored
+    assert len(res.history) == 6
+    assert "diversity/reward" in res.logs[0].metrics
+
+
+class _BadReward:
+    def __init__(self, out):
+        self.out = out
+
+    def score(self, prompts, responses):
+        return self.out(len(prompts))
+
+    def __repr__(self):
+        return "BadReward()"
+
+
+@pytest.mark.parametrize(
+    "out, match",
+    [
+        (lambda n: np.full(n, np.nan), "BadReward.*returned nan for pair 0"),
+        (lambda n: np.zeros(n + 1), "returned .* scores for .* pairs"),
+        (lambda n: ["a"] * n, "not numbers"),
+    ],
+)
+def test_bad_reward_model_is_named(out, match):
+    game = gc.MatrixGame([[1.0, 0.0], [0.0, 1.0]])
+    d, a, _ = matrix_game_players(game)
+    with pytest.raises((ValueError, TypeError), match=match):
+        run_game(d, a, _BadReward(out), _exact_config(rounds=1))
+    with pytest.raises((ValueError, TypeError), match=match):
+        checked_rewards(_BadReward(out), ["p"], ["r"])
+
+
+def test_input_validation():
+    game = gc.MatrixGame([[1.0, 0.0], [0.0, 1.0]])
+    d, a, r = matrix_game_players(game)
+    with pytest.raises(ValueError, match="seed_prompts is empty"):
+        run_game(d, a, r, GameConfig(rounds=1))
+    with pytest.raises(ValueError, match="beta_div"):
+        run_game(d, a, r, _exact_config(beta_div=1.0))
+    with pytest.raises(TypeError, match="defender must implement"):
+        run_game(object(), a, r)
+    with pytest.raises(TypeError, match="reward must implement"):
+        run_game(d, a, object())
+    with pytest.raises(TypeError, match="single string"):
+        run_game(d, a, r, _exact_config(), seed_prompts="hello")
+    for kw, match in [({"rounds": 0}, "rounds"), ({"defender_eta": -1.0}, "defender_eta"),
+                      ({"schedule": "both"}, "schedule"), ({"seed_mix": 1.0}, "seed_mix"),
+                      ({"kl_anchor": "initial"}, "defender_alpha"), ({"beta_div": -1.0}, "beta_div")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            GameConfig(**kw)
+    with pytest.raises(ValueError, match="unknown config keys"):
+        GameConfig.from_dict({"roundz": 3})
+
+
+def _sampled_players():
+    game = gc.MatrixGame.random(3, 3, seed=11)
+    d, a, r = matrix_game_players(game, mode="sample")
+    return d, a, r
+
+
+def test_resume_after_a_kill_gives_the_same_result(tmp_path):
+    cfg = _exact_config(rounds=6, batch_size=4, responses_per_prompt=2, defender_eta=0.4,
+                        adversary_eta=0.4)
+    d, a, r = _sampled_players()
+    full = run_game(d, a, r, cfg)
+
+    d2, a2, r2 = _sampled_players()
+
+    class Kill(Exception):
+        pass
+
+    def killer(log):
+        if log.round == 3:
+            raise Kill
+
+    with pytest.raises(Kill):
+        run_game(d2, a2, r2, cfg, checkpoint_dir=tmp_path, on_round=killer)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["round"] == 3
+    d3, a3, r3 = _sampled_players()  # a fresh process: new objects at their initial state
+    resumed = run_game(d3, a3, r3, cfg, checkpoint_dir=tmp_path)
+    assert [log.metrics for log in resumed.logs] == [log.metrics for log in full.logs]
+    np.testing.assert_array_equal(d3.logits, d.logits)
+    np.testing.assert_array_equal(a3.logits, a.logits)
+    assert resumed.history == full.history
+    assert len(resumed.defender_iterates) == 6
+    for x, y in zip(resumed.defender_iterates, full.defender_iterates):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_failing_snapshot_never_damages_the_checkpoint(tmp_path):
+    cfg = _exact_config(rounds=4)
+    d, a, r = _sampled_players()
+    run_game(d, a, r, cfg.__class__(**{**cfg.to_dict(), "rounds": 2}), checkpoint_dir=tmp_path)
+    before = (tmp_path / "state.json").read_text()
+
+    class Broken(TabularPolicy):
+        def save_snapshot(self, snapshot, path):
+            raise OSError("disk full")
+
+    d2 = Broken(d.outputs, mode="sample")
+    _, a2, r2 = _sampled_players()
+    with pytest.raises(OSError, match="disk full"):
+        run_game(d2, a2, r2, cfg, checkpoint_dir=tmp_path)
+    assert (tmp_path / "state.json").read_text() == before
+    for name in json.loads(before)["files"].values():
+        assert os.path.exists(tmp_path / name)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    d, a, r = _sampled_players()
+    run_game(d, a, r, _exact_config(rounds=1), checkpoint_dir=tmp_path)
+    d, a, r = _sampled_players()
+    with pytest.raises(ValueError, match="different config"):
+        run_game(d, a, r, _exact_config(rounds=2, defender_eta=3.0), checkpoint_dir=tmp_path)
+
+
+def test_checkpoint_needs_persistent_policies(tmp_path):
+    class Plain:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def sample(self, contexts, num_samples, rng):
+            return self.inner.sample(contexts, num_samples, rng)
+
+        def log_prob(self, contexts, outputs):
+            return self.inner.log_prob(contexts, outputs)
+
+        def update(self, experience, step):
+            return self.inner.update(experience, step)
+
+        def snapshot(self):
+            return self.inner.snapshot()
+
+        def restore(self, snapshot):
+            self.inner.restore(snapshot)
+
+    d, a, r = _sampled_players()
+    res = run_game(Plain(d), a, r, _exact_config(rounds=2))  # structural typing: no base class
+    assert len(res.logs) == 2
+    with pytest.raises(TypeError, match="save_snapshot"):
+        run_game(Plain(d), a, r, _exact_config(rounds=2), checkpoint_dir=tmp_path)
+
+
+def test_seed_mix_and_conditional_adversary_rows():
+    seeds = ["s0", "s1"]
+    prompts = ["p0", "p1"]
+    responses = ["ok", "bad"]
+    table = {(p, o): (1.0 if o == "ok" else 0.0) for p in prompts + seeds for o in responses}
+    d = TabularPolicy(responses, mode="sample")
+    a = TabularPolicy(prompts, contexts=seeds, mode="sample")
+    cfg = GameConfig(rounds=2, batch_size=4, seed_mix=0.5, defender_eta=0.3, adversary_eta=0.3)
+    res = run_game(d, a, TableReward(table), cfg, seed_prompts=seeds)
+    assert set(res.history) <= set(prompts)
+    assert all(0.0 <= log.metrics["attack/success_rate"] <= 1.0 for log in res.logs)
