@@ -50,6 +50,7 @@ __all__ = [
     "Persistent",
     "MixturePolicy",
     "run_game",
+    "estimate_gap",
     "checked_rewards",
 ]
 
@@ -88,6 +89,10 @@ class GameConfig:
         output: which defender the result's ``policy`` refers to: ``"average"`` or ``"last"``.
         attack_threshold: a response whose reward is below this counts as a successful attack.
         snapshot_every: keep an iterate snapshot every this many rounds for the average.
+        gap_every: estimate the Nash gap of the current iterates every this many rounds
+            (0 = never; it costs ``2 * gap_steps`` extra updates, see :func:`estimate_gap`).
+        gap_steps: updates a fresh best responder gets in :func:`estimate_gap`.
+        gap_eta: step size of those best-response updates (large: close to a pure best response).
         seed: seed of the loop's random generator (sampling of seeds and of outputs).
     """
 
@@ -108,11 +113,17 @@ class GameConfig:
     output: Literal["average", "last"] = "average"
     attack_threshold: float = 0.5
     snapshot_every: int = 1
+    gap_every: int = 0
+    gap_steps: int = 5
+    gap_eta: float = 10.0
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.gap_every, bool) or not isinstance(self.gap_every, int) or self.gap_every < 0:
+            raise ValueError(f"gap_every must be an integer >= 0 (0 = never), got {self.gap_every!r}")
+        check_positive(self.gap_eta, "gap_eta")
         for name in ("rounds", "defender_steps", "adversary_steps", "batch_size",
-                     "responses_per_prompt", "snapshot_every"):
+                     "responses_per_prompt", "snapshot_every", "gap_steps"):
             check_positive_int(getattr(self, name), name)
         for name in ("defender_eta", "adversary_eta"):
             value = getattr(self, name)
@@ -424,6 +435,8 @@ def run_game(
             last_prompts = roll.prompts
         if diversity_metrics is not None:
             metrics.update({k: float(v) for k, v in diversity_metrics(list(last_prompts)).items()})
+        if config.gap_every and t % config.gap_every == 0:
+            metrics.update(estimate_gap(defender, adversary, reward, config, seed_prompts=seeds, rng=rng))
         log = RoundLog(t, metrics)
         logs.append(log)
         if ckpt is not None:
@@ -432,6 +445,59 @@ def run_game(
             on_round(log)
 
     return GameResult(tuple(logs), tuple(d_iter), tuple(a_iter), tuple(history), config)
+
+
+def estimate_gap(
+    defender: Policy,
+    adversary: Policy,
+    reward: RewardModel,
+    config: GameConfig,
+    *,
+    seed_prompts: Sequence[str] = (),
+    rng: np.random.Generator | None = None,
+    defender_play: Policy | None = None,
+    adversary_play: Policy | None = None,
+) -> dict[str, float]:
+    r"""Estimate the Nash gap by letting a fresh best responder train against each player.
+
+    The Nash gap of :math:`(\pi,\mu)` is :math:`\max_{\pi'} J(\pi',\mu) - \min_{\mu'} J(\pi,\mu')`.
+    We estimate each term with ``config.gap_steps`` updates of step ``config.gap_eta`` (no KL to
+    a reference) of a copy of the other player, then put both players back exactly as they were:
+
+    * ``gap/adversary_gain`` -- how much a best-responding adversary lowers the reward;
+    * ``gap/defender_gain`` -- how much a best-responding defender raises it;
+    * ``gap/estimated`` -- their sum, a lower estimate of the Nash gap (exact for tabular
+      policies as ``gap_steps * gap_eta`` grows).
+
+    ``defender_play`` / ``adversary_play`` (e.g. a :class:`MixturePolicy` of the iterates) are the
+    fixed opponents to evaluate; by default the current iterates themselves.
+    """
+    rng = np.random.default_rng(config.seed) if rng is None else rng
+    seeds = tuple(seed_prompts)
+    d_fixed = defender if defender_play is None else defender_play
+    a_fixed = adversary if adversary_play is None else adversary_play
+    br = MirrorStep(eta=config.gap_eta)
+    no_div = dataclasses.replace(config, beta_div=0.0, seed_mix=0.0)
+    base = _rollout_metrics(_rollout(d_fixed, a_fixed, reward, no_div, seeds, rng), no_div)["reward/mean"]
+    d_snap, a_snap = defender.snapshot(), adversary.snapshot()
+    try:
+        for _ in range(config.gap_steps):
+            roll = _rollout(d_fixed, adversary, reward, no_div, seeds, rng)
+            adversary.update(_adversary_experience(roll, no_div, None, [])[0], br)
+        low = _rollout_metrics(_rollout(d_fixed, adversary, reward, no_div, seeds, rng), no_div)["reward/mean"]
+        adversary.restore(a_snap)
+        for _ in range(config.gap_steps):
+            roll = _rollout(defender, a_fixed, reward, no_div, seeds, rng)
+            defender.update(_defender_experience(roll), br)
+        high = _rollout_metrics(_rollout(defender, a_fixed, reward, no_div, seeds, rng), no_div)["reward/mean"]
+    finally:
+        defender.restore(d_snap)
+        adversary.restore(a_snap)
+    return {
+        "gap/adversary_gain": base - low,
+        "gap/defender_gain": high - base,
+        "gap/estimated": high - low,
+    }
 
 
 def _protocol_methods(proto: type) -> list[str]:
