@@ -195,4 +195,10 @@ def _initial(value: Any, name: str, size: int, batch: tuple[int, ...]) -> np.nda
     if value is None:
         return np.full((*batch, size), 1.0 / size)
     arr = check_strategy(value, name, size)
-    return np.broadcast_to(arr, (*batch, size)).copy()
+    try:
+        return np.broadcast_to(arr, (*batch, size)).copy()
+    except ValueError as exc:
+        raise ValueError(
+            f"{name} must broadcast to the game's batch: shape {(*batch, size)} or (..., {size}), "
+            f"got shape {arr.shape}; give one strategy, or one per game"
+        ) from exc

@@ -19,7 +19,10 @@ which is also the fixed point of :func:`gpo_core.mmd` and the zero of
 :func:`gpo_core.regularized_gap` (McKelvey & Palfrey 1995; Sokota et al. 2023). We solve it by
 Newton's method on the logits with a backtracking line search; if a Newton step fails to reduce
 the residual, a block of MMD steps with the provably convergent step
-:math:`\eta = \alpha/L^2` (:math:`L = \max|A|`) moves the iterate closer first. The Jacobian is
+:math:`\eta = \alpha/L^2` (:math:`L = \max|A|`) moves the iterate closer first. If that still
+falls short (:math:`L/\alpha` of order :math:`10^4`, where MMD's rate :math:`\alpha^2/L^2` crawls),
+the QRE is traced from the temperature :math:`L` down to :math:`\alpha`, halving it and
+warm-starting each Newton solve at the previous answer. The Jacobian is
 always invertible: it is :math:`I + NM` with :math:`NM` similar to a product of two PSD matrices.
 """
 
@@ -32,7 +35,7 @@ from scipy.optimize import linprog
 
 from gpo_core._validate import check_positive, check_positive_int, check_strategy, short
 from gpo_core.games import MatrixGame
-from gpo_core.rules import mirror_step
+from gpo_core.rules import _mirror_step
 from gpo_core.simplex import log_softmax, safe_log, softmax
 
 __all__ = ["Solution", "QRESolution", "solve_lp", "solve_qre"]
@@ -174,10 +177,33 @@ def _prob_residual(a, alpha, lrx, lry, x, y) -> float:
 
 
 def _qre_one(a, alpha, lrx, lry, tol, max_iter):
+    x, y, s, t = _newton(a, alpha, lrx, lry, lrx.copy(), lry.copy(), tol, max_iter)
+    res = _prob_residual(a, alpha, lrx, lry, x, y)
+    big = float(np.max(np.abs(a)))
+    if res > tol and res > 1e-12 and big > alpha:
+        # Far from the magnet (|A| / alpha large, e.g. 1e4) Newton's basin is small and the MMD
+        # blocks crawl (their rate is alpha^2 / |A|^2). Trace the QRE instead from a high
+        # temperature, where it is close to the magnet, down to alpha, warm-starting each
+        # Newton solve at the previous temperature's answer (McKelvey & Palfrey 1995's branch).
+        temp = big
+        while temp > alpha:
+            temp = max(0.5 * temp, alpha)
+            x, y, s, t = _newton(a, temp, lrx, lry, s, t, tol, max_iter)
+        res = _prob_residual(a, alpha, lrx, lry, x, y)
+    if res > tol and res > 1e-12:
+        raise RuntimeError(
+            f"solve_qre did not reach the residual tol={tol:g} in max_iter={max_iter} "
+            f"iterations (reached {res:.3g}); raise max_iter or alpha"
+        )
+    return x, y, res
+
+
+def _newton(a, alpha, lrx, lry, s, t, tol, max_iter):
+    """Damped Newton on the logits from ``(s, t)``, MMD blocks when a step fails; best effort."""
     m, n = a.shape
-    big = float(np.max(np.abs(a))) or 1.0
-    eta = alpha / big**2  # MMD's convergent step (Sokota et al. 2023, Thm. 3.4)
-    s, t = lrx.copy(), lry.copy()
+    big2 = float(np.max(np.abs(a))) ** 2  # 0 for A = 0, and underflows for |A| < ~1e-154
+    cap = 1e100 / max(alpha, 1.0)  # any step below alpha / L^2 converges: cap it for tiny |A|
+    eta = min(alpha / big2, cap) if big2 > 0 else cap  # MMD's step (Sokota et al. 2023, Thm. 3.4)
     r, x, y = _qre_residual(a, alpha, lrx, lry, s, t)
     norm = float(np.linalg.norm(r))
     for _ in range(max_iter):
@@ -212,16 +238,10 @@ def _qre_one(a, alpha, lrx, lry, tol, max_iter):
             break
         for _ in range(200):  # globalisation: MMD contracts toward the QRE
             s, t = (
-                mirror_step(s, a @ y, eta, alpha, lrx),
-                mirror_step(t, -(a.T @ x), eta, alpha, lry),
+                _mirror_step(s, a @ y, eta, alpha, lrx),
+                _mirror_step(t, -(a.T @ x), eta, alpha, lry),
             )
             x, y = softmax(s), softmax(t)
         r, x, y = _qre_residual(a, alpha, lrx, lry, s, t)
         norm = float(np.linalg.norm(r))
-    res = _prob_residual(a, alpha, lrx, lry, x, y)
-    if res > tol and res > 1e-12:
-        raise RuntimeError(
-            f"solve_qre did not reach the residual tol={tol:g} in max_iter={max_iter} "
-            f"iterations (reached {res:.3g}); raise max_iter or alpha"
-        )
-    return x, y, res
+    return x, y, s, t

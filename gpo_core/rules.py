@@ -36,11 +36,12 @@ which fit a network to the same target on samples.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
-from gpo_core._validate import as_real_array, check_nonnegative, check_strategy
+from gpo_core._validate import as_real_array, check_nonnegative, check_strategy, short
 from gpo_core.schedules import Constant, Schedule, as_schedule
 from gpo_core.simplex import log_softmax, safe_log, softmax
 
@@ -135,6 +136,12 @@ def mirror_step(
         >>> softmax(z).round(6).tolist()
         [0.75, 0.25]
     """
+    _check_mirror_params(eta, alpha)
+    return _mirror_step(logits, utilities, eta, alpha, log_magnet)
+
+
+def _mirror_step(logits, utilities, eta, alpha=0.0, log_magnet=0.0):
+    """:func:`mirror_step` without the checks: the rules' hot path (their factories checked)."""
     if math.isinf(eta):
         return log_softmax(log_magnet + utilities / alpha)
     if alpha == 0.0:
@@ -142,12 +149,38 @@ def mirror_step(
     return log_softmax((logits + (eta * alpha) * log_magnet + eta * utilities) / (1.0 + eta * alpha))
 
 
+def _check_mirror_params(eta: Any, alpha: Any) -> None:
+    """The scalar checks of :func:`mirror_step` (the same as ``protocols.MirrorStep``'s)."""
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
+        raise TypeError(f"eta must be a real number > 0 (or math.inf), got {short(eta)}")
+    if math.isnan(eta) or eta <= 0:
+        raise ValueError(f"eta must be > 0 (or math.inf), got {float(eta)!r}")
+    check_nonnegative(alpha, "alpha")
+    if math.isinf(eta) and alpha == 0:
+        raise ValueError(
+            "eta=inf needs alpha > 0: with no proximal term and no magnet KL the target is a "
+            "point mass; give alpha (the KL coefficient to the magnet)"
+        )
+
+
 def _check_utilities(state_logits: np.ndarray, utilities: Any) -> np.ndarray:
-    u = np.asarray(utilities, dtype=np.float64)
+    if isinstance(utilities, (str, bytes)):
+        raise TypeError(f"utilities must be a real numeric array, got the string {short(utilities)}")
+    try:
+        u = np.asarray(utilities, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"utilities must be a real numeric array, got {short(utilities)} ({exc})"
+        ) from exc
     if u.shape[-1:] != state_logits.shape[-1:]:
         raise ValueError(
             f"utilities must have {state_logits.shape[-1]} entries on the last axis (one per "
             f"action, matching the state), got shape {u.shape}"
+        )
+    if not np.all(np.isfinite(u)):
+        raise ValueError(
+            f"utilities must be finite, got non-finite entries (nan or inf) in {short(utilities)}; "
+            "check the payoffs or rewards that produced them"
         )
     return u
 
@@ -185,7 +218,7 @@ def hedge(eta: float | Schedule = 0.1) -> UpdateRule:
         count = state.count + 1
         cum = state.cum_utility + u
         if fixed:
-            z = mirror_step(state.logits, u, schedule.eta)
+            z = _mirror_step(state.logits, u, schedule.eta)
         else:
             z = log_softmax(state.prior + schedule(count + 1) * cum)
         return HedgeState(z, state.prior, cum, count)
@@ -211,6 +244,8 @@ def mmd(eta: float | Schedule = 0.1, alpha: float = 0.05, magnet: Any = None) ->
     schedule = as_schedule(eta)
     alpha = check_nonnegative(alpha, "alpha")
     magnet_arr = None if magnet is None else as_real_array(magnet, "magnet", min_ndim=1)
+    if magnet_arr is not None:  # on the simplex now; its length is checked against the logits
+        magnet_arr = check_strategy(magnet_arr, "magnet", magnet_arr.shape[-1])
 
     def init(logits: Any) -> MMDState:
         z = _init_logits(logits)
@@ -223,7 +258,7 @@ def mmd(eta: float | Schedule = 0.1, alpha: float = 0.05, magnet: Any = None) ->
     def step(state: MMDState, utilities: Any) -> MMDState:
         u = _check_utilities(state.logits, utilities)
         count = state.count + 1
-        z = mirror_step(state.logits, u, schedule(count), alpha, state.log_magnet)
+        z = _mirror_step(state.logits, u, schedule(count), alpha, state.log_magnet)
         return MMDState(z, state.log_magnet, count)
 
     return UpdateRule(init, step, f"mmd(eta={_label(schedule)}, alpha={alpha:g})")

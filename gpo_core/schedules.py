@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Protocol, runtime_checkable
 
-from gpo_core._validate import check_positive, check_positive_int
+from gpo_core._validate import check_positive, check_positive_int, short
 
 __all__ = ["Schedule", "Constant", "InverseSqrt", "constant", "inverse_sqrt", "horizon_tuned"]
 
@@ -96,7 +97,22 @@ def horizon_tuned(horizon: int, num_actions: int, payoff_range: float) -> Consta
 
 
 def as_schedule(eta: float | Schedule, name: str = "eta") -> Schedule:
-    """Accept a positive number (made constant) or any ``Schedule``; raise on anything else."""
+    """Accept a positive number (made constant) or any ``Schedule``; raise on anything else.
+
+    A callable is probed once, at ``t = 1``, so that a schedule returning a non-positive or
+    non-numeric step fails here, naming ``name``, instead of deep inside a run.
+    """
     if callable(eta):
+        first = eta(1)
+        if isinstance(first, bool) or not isinstance(first, numbers.Real):
+            raise TypeError(
+                f"{name} must be a number > 0 or a schedule t -> eta_t > 0 (e.g. "
+                f"gpo_core.inverse_sqrt(0.5)); {name}(1) returned {short(first)}"
+            )
+        if not (math.isfinite(first) and first > 0):
+            raise ValueError(
+                f"{name} must be a number > 0 or a schedule t -> eta_t > 0; {name}(1) returned "
+                f"{float(first)!r}"
+            )
         return eta
     return Constant(check_positive(eta, name))

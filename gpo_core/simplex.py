@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpo_core._validate import check_positive_int
+
 __all__ = ["softmax", "log_softmax", "logsumexp", "entropy", "kl", "uniform_logits", "safe_log"]
 
 # Logits of actions with probability 0 (regret matching's zero entries) use this instead of -inf,
-# so every rule's state stays finite while softmax still returns an exact 0 for them.
-_LOG_TINY = float(np.log(np.finfo(np.float64).tiny))
+# so every rule's state stays finite while softmax still returns an exact 0 for them. It is twice
+# log(smallest normal float), about -1416.8: below the log of every positive float64 (the smallest
+# subnormal has log -744.4), so exp(floor - max logit) underflows to exactly 0. (log(tiny) itself,
+# about -708.4, left a spurious 2.2e-308 probability on those actions.)
+_LOG_TINY = 2.0 * float(np.log(np.finfo(np.float64).tiny))
 
 
 def logsumexp(z: np.ndarray) -> np.ndarray:
@@ -80,4 +85,4 @@ def kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 def uniform_logits(n: int, batch_shape: tuple[int, ...] = ()) -> np.ndarray:
     """All-zero logits: the uniform strategy over ``n`` actions."""
-    return np.zeros((*batch_shape, n), dtype=np.float64)
+    return np.zeros((*batch_shape, check_positive_int(n, "n")), dtype=np.float64)

@@ -179,13 +179,17 @@ def test_update_on_the_full_support_lands_on_the_mirror_step_target(words, objec
     metrics = policy.update(Experience(tuple(c), tuple(o), u, np.exp(log_t)), step)
     new = np.exp(policy.log_prob(c, o)).reshape(shape)
     assert _tv(new, target).max() < 0.01
-    assert set(metrics) == {"loss", "loss/initial", "objective", "kl/previous", "kl/reference",
-                            "grad_norm"}
+    assert set(metrics) == {"loss", "loss/initial", "objective", "kl/reference", "kl/previous_is",
+                            "kl/reference_is", "grad_norm"}
     # The reported KLs are exact here (rows = the full support weighted by pi_t).
     kl_prev = np.mean(np.sum(new * (np.log(new) - log_t.reshape(shape)), -1))
     kl_ref = np.mean(np.sum(new * (np.log(new) - log_rho.reshape(shape)), -1))
-    assert metrics["kl/previous"] == pytest.approx(kl_prev, abs=1e-4)
-    assert metrics["kl/reference"] == pytest.approx(kl_ref, abs=1e-4)
+    assert metrics["kl/previous_is"] == pytest.approx(kl_prev, abs=1e-4)
+    assert metrics["kl/reference_is"] == pytest.approx(kl_ref, abs=1e-4)
+    # kl/reference: KL(pi_t || rho) of the iterate that produced the rows (k3 estimator)
+    p_t = np.exp(log_t).reshape(shape)
+    kl_iterate = np.mean(np.sum(p_t * (log_t.reshape(shape) - log_rho.reshape(shape)), -1))
+    assert metrics["kl/reference"] == pytest.approx(kl_iterate, abs=1e-6)  # float32 scores
     assert metrics["loss"] < metrics["loss/initial"]
 
 
@@ -446,7 +450,7 @@ def test_peft_lora_reference_is_the_base_and_snapshot_holds_only_adapters(words)
     new = np.exp(policy.log_prob(c, o)).reshape(shape)
     assert _tv(new, target).max() < 0.01  # rho = adapters disabled, i.e. the untouched base
     kl_ref = np.mean(np.sum(new * (np.log(new) - log_base.reshape(shape)), -1))
-    assert metrics["kl/reference"] == pytest.approx(kl_ref, abs=1e-4)
+    assert metrics["kl/reference_is"] == pytest.approx(kl_ref, abs=1e-4)
     policy.restore(snap)
     np.testing.assert_allclose(policy.log_prob(c, o), log_t, atol=1e-6)
     with pytest.raises(ValueError, match="already a peft.PeftModel"):

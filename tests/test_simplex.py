@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from strategies import logits, strategies
 
 import gpo_core as gc
+from gpo_core.simplex import safe_log
 
 sizes = st.integers(1, 6)
 
@@ -91,3 +92,16 @@ def test_uniform_logits():
     z = gc.uniform_logits(4, batch_shape=(2, 3))
     assert z.shape == (2, 3, 4) and z.dtype == np.float64
     np.testing.assert_array_equal(gc.softmax(z), np.full((2, 3, 4), 0.25))
+
+
+@given(data=st.data(), n=sizes)
+def test_safe_log_round_trips_faces_with_exact_zeros(data, n):
+    # Zero probabilities get a finite logit whose softmax is an exact 0 (simplex.py's promise),
+    # so e.g. KL to a distribution with the same support stays finite.
+    p = data.draw(strategies(n))
+    z = safe_log(p)
+    assert np.all(np.isfinite(z))
+    q = gc.softmax(z)
+    np.testing.assert_array_equal(q == 0, p == 0)
+    np.testing.assert_allclose(q, p, rtol=1e-12)
+    assert np.isfinite(gc.kl(q, p))
