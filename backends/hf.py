@@ -504,13 +504,13 @@ class HFPolicy:
             final = self._score(self._model, seqs, scored)
             est = _obj._estimate(final, rows)
             loss_final = loss_fn(final, rows).item()
-        # KL(pi_t || rho) of the iterate that produced the rows, by the non-negative unbiased
-        # "k3" estimator E_{pi_t}[r - 1 - log r], r = rho / pi_t: reliable when the rows are
-        # samples of pi_t, unlike importance-sampled estimates for the new parameters, which are
-        # heavy-tailed once the step is large (reported as "kl/*_is").
-        log_r = np.asarray(logp_ref, dtype=np.float64) - np.asarray(logp_old, dtype=np.float64)
+        # KL(pi_t || rho) of the iterate that produced the rows, by the unbiased "k1" estimator
+        # E_{pi_t}[log pi_t - log rho] (as RLHF trainers log it; a sample mean can dip below 0):
+        # reliable when the rows are samples of pi_t, unlike the importance-sampled estimates for
+        # the new parameters ("kl/*_is"), which are heavy-tailed once a step moves far.
+        log_r = np.asarray(logp_old, dtype=np.float64) - np.asarray(logp_ref, dtype=np.float64)
         w = np.asarray(weights, dtype=np.float64)
-        kl_iterate = float(np.sum(w * (np.expm1(np.minimum(log_r, 50.0)) - log_r)) / np.sum(w))
+        kl_iterate = float(np.sum(w * log_r) / np.sum(w))
         return {
             "loss": loss_final,
             "loss/initial": initial,

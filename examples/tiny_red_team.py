@@ -3,8 +3,8 @@
 An adversarial LM rewrites seed questions (the released code's rewrite template), a defensive LM
 answers, a toy lexical reward scores each answer, and both take the core's KL-regularised step
 each round (alternating, defender first), the adversary with a SelfBLEU + embedding diversity
-bonus against its earlier prompts. Both models are random-weight Llamas over a tokenizer trained
-in a second on local text, so what they learn is the toy reward, not safety: the point is the loop.
+bonus against its earlier prompts. Both models are random-weight Llamas over a word vocabulary
+taken from local text, so what they learn is the toy reward, not safety: the point is the loop.
 
 The toy reward is the share of the answer's words that are polite-refusal words ("sorry",
 "cannot", "help", ...). The defender learns to say them; the adversary looks for prompts on
@@ -57,16 +57,20 @@ def build(seed: int, lr: float):
     from backends.diversity import DiversityReward, HashingEmbedder, diversity_metrics
     from backends.hf import GenerationSettings, HFPolicy
     from backends.rewards import CallableReward
-    from backends.tiny import HARMLESS_SENTENCES, tiny_llama, train_tokenizer
+    from backends.tiny import HARMLESS_SENTENCES, tiny_llama, word_tokenizer
 
-    tok = train_tokenizer(list(HARMLESS_SENTENCES) + SEEDS + REFUSALS, vocab_size=400)
+    # A closed word vocabulary: every sampled output is a string of real words that re-encodes
+    # to exactly the tokens that produced it (a byte-level BPE sampled by a random model emits
+    # broken UTF-8 that does not survive decode -> encode, so log-probs would score other tokens).
+    texts = list(HARMLESS_SENTENCES) + SEEDS + REFUSALS + [ADVERSARY_TEMPLATE, DEFENDER_TEMPLATE]
+    tok = word_tokenizer(sorted({w for t in texts for w in t.replace("{context}", " ").split()}))
     gen = GenerationSettings(max_new_tokens=12, temperature=1.0)
     defender = HFPolicy(tiny_llama(tok, hidden_size=64, layers=2, seed=seed), tok,
-                        template=DEFENDER_TEMPLATE, generation=gen, lr=lr, inner_steps=4,
-                        name="defender")
+                        template=DEFENDER_TEMPLATE, generation=gen, objective="pg", lr=lr,
+                        inner_steps=4, name="defender")
     adversary = HFPolicy(tiny_llama(tok, hidden_size=64, layers=2, seed=seed + 1), tok,
-                         template=ADVERSARY_TEMPLATE, generation=gen, lr=lr, inner_steps=4,
-                         name="adversary")
+                         template=ADVERSARY_TEMPLATE, generation=gen, objective="pg", lr=lr,
+                         inner_steps=4, name="adversary")
     embedder = HashingEmbedder()
     diversity = DiversityReward(embedder=embedder, form="code")
     reward = CallableReward(polite_share, name="polite_share")
@@ -75,11 +79,11 @@ def build(seed: int, lr: float):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", "--steps", dest="rounds", type=int, default=6, help="game rounds")
+    parser.add_argument("--rounds", "--steps", dest="rounds", type=int, default=10, help="game rounds")
     parser.add_argument("--batch-size", type=int, default=8, help="seed prompts per rollout")
-    parser.add_argument("--eta", type=float, default=2.0, help="step size 1/beta of both players")
+    parser.add_argument("--eta", type=float, default=30.0, help="step size 1/beta of both players")
     parser.add_argument("--beta-div", type=float, default=0.2, help="diversity weight")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/tiny_red_team", help="checkpoints, table and plot")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
@@ -92,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     defender, adversary, reward, diversity, div_metrics = build(args.seed, args.lr)
     config = GameConfig(rounds=args.rounds, schedule="alternating", batch_size=args.batch_size,
-                        responses_per_prompt=2, defender_eta=args.eta, adversary_eta=args.eta,
+                        responses_per_prompt=4, defender_eta=args.eta, adversary_eta=args.eta,
                         beta_div=args.beta_div, attack_threshold=0.3, seed=args.seed)
     on_round, close = progress(args.rounds)
     try:

@@ -186,7 +186,7 @@ def test_update_on_the_full_support_lands_on_the_mirror_step_target(words, objec
     kl_ref = np.mean(np.sum(new * (np.log(new) - log_rho.reshape(shape)), -1))
     assert metrics["kl/previous_is"] == pytest.approx(kl_prev, abs=1e-4)
     assert metrics["kl/reference_is"] == pytest.approx(kl_ref, abs=1e-4)
-    # kl/reference: KL(pi_t || rho) of the iterate that produced the rows (k3 estimator)
+    # kl/reference: KL(pi_t || rho) of the iterate that produced the rows (k1 estimator)
     p_t = np.exp(log_t).reshape(shape)
     kl_iterate = np.mean(np.sum(p_t * (log_t.reshape(shape) - log_rho.reshape(shape)), -1))
     assert metrics["kl/reference"] == pytest.approx(kl_iterate, abs=1e-6)  # float32 scores
