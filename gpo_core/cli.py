@@ -176,19 +176,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(convergence_table(args.steps))
     status = 0
     print("\n## 2. Theory checks (proofs_check --quick)\n")
-    try:
-        import proofs_check  # noqa: PLC0415
-    except ImportError:
-        print("proofs_check is not installed with this copy; skipped")
-    else:
-        status |= proofs_check.main(["--quick", "--out", os.path.join(args.out, "proofs_check")])
+    import proofs_check  # noqa: PLC0415
+
+    status |= proofs_check.main(["--quick", "--out", os.path.join(args.out, "proofs_check")])
     print("\n## 3. A short GPO game between two tiny language models\n")
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "examples", "tiny_red_team.py")
     try:
-        from examples import tiny_red_team  # noqa: PLC0415
+        import torch  # noqa: F401, PLC0415
     except ImportError as exc:
-        print(f"the LLM demo needs the llm extra ({exc}); skipped")
-    else:
-        status |= tiny_red_team.main(["--rounds", str(args.rounds), "--out", os.path.join(args.out, "tiny_red_team")])
+        print(f"the LLM demo needs the llm extra: pip install -e '.[llm]' ({exc})")
+        return 1
+    if not os.path.exists(example):
+        print(f"{example} is not here (the demo runs from a source checkout)")
+        return 1
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("gpo_example_tiny_red_team", example)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    status |= module.main(["--rounds", str(args.rounds), "--out", os.path.join(args.out, "tiny_red_team")])
     return status
 
 
@@ -216,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_solve)
     d = sub.add_parser("demo", help="the main job: toy games, theory checks, a tiny GPO game")
     d.add_argument("--steps", type=int, default=2000)
-    d.add_argument("--rounds", type=int, default=6)
+    d.add_argument("--rounds", type=int, default=10)
     d.add_argument("--out", default="gpo_out")
     d.set_defaults(func=cmd_demo)
     t = sub.add_parser("train", help="run the GPO loop from a TOML config")
