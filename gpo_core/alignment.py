@@ -52,6 +52,7 @@ __all__ = [
     "run_game",
     "estimate_gap",
     "checked_rewards",
+    "PolicyError",
 ]
 
 METRIC_KEYS = (
@@ -408,8 +409,8 @@ def run_game(
     for t in range(start, config.rounds + 1):
         metrics: dict[str, float] = {}
         if (t - 1) % config.snapshot_every == 0:
-            d_iter.append(defender.snapshot())
-            a_iter.append(adversary.snapshot())
+            d_iter.append(_call("defender", "snapshot", defender.snapshot))
+            a_iter.append(_call("adversary", "snapshot", adversary.snapshot))
         if config.schedule == "simultaneous":
             roll = _rollout(defender, adversary, reward, config, seeds, rng)
             d_exp = _defender_experience(roll)
@@ -629,16 +630,17 @@ def _save_checkpoint(ckpt, t, rng, config, defender, adversary, logs, d_iter, a_
     state_path = os.path.join(ckpt, _STATE)
     old = _read_state(state_path)
     files: dict[str, Any] = {"defender": f"defender_r{t}", "adversary": f"adversary_r{t}"}
-    defender.save_snapshot(defender.snapshot(), os.path.join(ckpt, files["defender"]))
-    adversary.save_snapshot(adversary.snapshot(), os.path.join(ckpt, files["adversary"]))
+    for name, policy in (("defender", defender), ("adversary", adversary)):
+        snap = _call(name, "snapshot", policy.snapshot)
+        _call(name, "save_snapshot", policy.save_snapshot, snap, os.path.join(ckpt, files[name]))
     # Iterates are immutable once taken: keep the files already written, add only new ones.
     d_files = list(old.get("defender_iterates", [])) if old else []
     a_files = list(old.get("adversary_iterates", [])) if old else []
     for k in range(len(d_files), len(d_iter)):
         d_files.append(f"iterate_defender_{k}")
         a_files.append(f"iterate_adversary_{k}")
-        defender.save_snapshot(d_iter[k], os.path.join(ckpt, d_files[-1]))
-        adversary.save_snapshot(a_iter[k], os.path.join(ckpt, a_files[-1]))
+        _call("defender", "save_snapshot", defender.save_snapshot, d_iter[k], os.path.join(ckpt, d_files[-1]))
+        _call("adversary", "save_snapshot", adversary.save_snapshot, a_iter[k], os.path.join(ckpt, a_files[-1]))
     state = {
         "format": 1,
         "round": t,
@@ -656,6 +658,21 @@ def _save_checkpoint(ckpt, t, rng, config, defender, adversary, logs, d_iter, a_
             stale = os.path.join(ckpt, old["files"][key])
             if old["files"][key] != files[key] and os.path.exists(stale):
                 _remove(stale)
+
+
+class PolicyError(RuntimeError):
+    """A policy method failed inside the loop; the message names the player, the method and the fix."""
+
+
+def _call(player: str, method: str, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as exc:
+        raise PolicyError(
+            f"the {player}'s {method}() failed: {type(exc).__name__}: {exc}. Nothing on disk was "
+            f"changed (the last checkpoint, if any, is intact); fix the {player}'s {method} "
+            "(disk space, permissions, device memory) and rerun to resume"
+        ) from exc
 
 
 def _remove(path: str) -> None:

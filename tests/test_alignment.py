@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import gpo_core as gc
 from backends.tabular import TableReward, TabularPolicy, matrix_game_players
-from gpo_core.alignment import GameConfig, MixturePolicy, checked_rewards, run_game
+from gpo_core.alignment import GameConfig, MixturePolicy, PolicyError, checked_rewards, run_game
 from gpo_core.protocols import Experience, MirrorStep
 
 
@@ -270,11 +270,22 @@ def test_a_failing_snapshot_never_damages_the_checkpoint(tmp_path):
 
     d2 = Broken(d.outputs, mode="sample")
     _, a2, r2 = _sampled_players()
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(PolicyError, match="defender's save_snapshot.*disk full.*intact"):
         run_game(d2, a2, r2, cfg, checkpoint_dir=tmp_path)
     assert (tmp_path / "state.json").read_text() == before
     for name in json.loads(before)["files"].values():
         assert os.path.exists(tmp_path / name)
+
+
+def test_a_failing_snapshot_is_named():
+    class NoSnap(TabularPolicy):
+        def snapshot(self):
+            raise MemoryError("out of device memory")
+
+    game = gc.MatrixGame([[1.0, 0.0], [0.0, 1.0]])
+    d, a, r = matrix_game_players(game)
+    with pytest.raises(PolicyError, match="adversary's snapshot.*out of device memory"):
+        run_game(d, NoSnap(a.outputs), r, _exact_config(rounds=1))
 
 
 def test_resume_refuses_a_different_config(tmp_path):
