@@ -313,7 +313,7 @@ def regret_matching_plus() -> UpdateRule:
     def step(state: RMPlusState, utilities: Any) -> RMPlusState:
         u = _check_utilities(state.logits, utilities)
         x = softmax(state.logits)
-        regret = u - np.sum(u * x, axis=-1, keepdims=True)
+        regret = _instant_regret(u, x)
         q = np.maximum(state.cum_regret + regret, 0.0)
         total = np.sum(q, axis=-1, keepdims=True)
         # No positive regret yet (or all regrets cancelled): keep playing the current strategy.
@@ -321,6 +321,18 @@ def regret_matching_plus() -> UpdateRule:
         return RMPlusState(z, q, state.count + 1)
 
     return UpdateRule(init, step, "rm+")
+
+
+def _instant_regret(u: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``u - <u, x>`` with rounding noise set to exactly 0.
+
+    When every action earns the same, ``u - <u, x>`` is 0 in exact arithmetic but ±1 ulp in
+    floating point, and regret matching would jump to a pure strategy on that noise (and two
+    mathematically equal runs would diverge). Entries within a few ulps of ``max |u|`` are zeroed.
+    """
+    regret = u - np.sum(u * x, axis=-1, keepdims=True)
+    noise = 16.0 * np.finfo(np.float64).eps * np.max(np.abs(u), axis=-1, keepdims=True)
+    return np.where(np.abs(regret) <= noise, 0.0, regret)
 
 
 def _label(schedule: Schedule) -> str:

@@ -444,3 +444,15 @@ def test_averaged_gap_on_rps_falls_below_1e_2(case):
     np.testing.assert_allclose(
         traj.final_gap, gc.nash_gap(RPS, *traj.average), rtol=1e-9, atol=1e-12
     )
+
+
+def test_rm_plus_ignores_rounding_noise_when_all_actions_tie():
+    """All utilities equal: the regret is 0, not ±1 ulp, so RM+ keeps its strategy (found by
+    hypothesis: play and a hand loop rounded <u, x> differently and jumped to opposite vertices)."""
+    x0 = np.array([0.23076923076923078, 0.7692307692307692])
+    rule = gc.regret_matching_plus()
+    state = rule.init(np.log(x0))
+    for _ in range(5):
+        state = rule.step(state, np.array([2.03125, 2.03125]))
+    np.testing.assert_allclose(gc.softmax(state.logits), x0, rtol=1e-12)
+    assert np.all(state.cum_regret == 0.0)
