@@ -449,10 +449,12 @@ def test_averaged_gap_on_rps_falls_below_1e_2(case):
 def test_rm_plus_ignores_rounding_noise_when_all_actions_tie():
     """All utilities equal: the regret is 0, not ±1 ulp, so RM+ keeps its strategy (found by
     hypothesis: play and a hand loop rounded <u, x> differently and jumped to opposite vertices)."""
-    x0 = np.array([0.23076923076923078, 0.7692307692307692])
+    # an input on which the unguarded regret is +1 ulp everywhere, so RM+ jumped to uniform
+    x0 = np.array([0.19555676270025504, 0.22976466013144112, 0.5460200098197726, 0.028658567348531273])
+    u = np.full(4, 1.4305966145952187)
     rule = gc.regret_matching_plus()
     state = rule.init(np.log(x0))
     for _ in range(5):
-        state = rule.step(state, np.array([2.03125, 2.03125]))
+        state = rule.step(state, u)
     np.testing.assert_allclose(gc.softmax(state.logits), x0, rtol=1e-12)
     assert np.all(state.cum_regret == 0.0)
