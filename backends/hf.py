@@ -50,7 +50,6 @@ import dataclasses
 import inspect
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -59,6 +58,7 @@ import numpy as np
 import torch
 
 from backends import objectives as _obj
+from gpo_core._io import atomic_path
 from gpo_core._validate import as_real_array, check_positive, check_positive_int, short
 from gpo_core.protocols import Experience, MirrorStep, Samples
 
@@ -1067,17 +1067,10 @@ def save_snapshot(snapshot: Mapping[str, torch.Tensor], path: str | os.PathLike[
         )
     target = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in snapshot.items()}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"save_snapshot: the folder {str(target.parent)!r} does not exist")
+    with atomic_path(target) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", "content": "gpo HFPolicy snapshot"})
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return target
 
 

@@ -7,10 +7,10 @@ file in the same folder, then ``os.replace``), so an interrupted run never leave
 from __future__ import annotations
 
 import math
-import os
 import sys
 from typing import Callable, Sequence
 
+from gpo_core._io import atomic_path
 from gpo_core.alignment import GameResult, RoundLog
 
 __all__ = ["DEFAULT_KEYS", "progress", "metrics_table", "plot_metrics"]
@@ -79,14 +79,9 @@ def plot_metrics(result: GameResult, path: str, keys: Sequence[str] = DEFAULT_KE
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

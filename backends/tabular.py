@@ -20,13 +20,12 @@ reproduces :func:`gpo_core.play` with the same rules to floating-point precision
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
 from gpo_core import MatrixGame, log_softmax, softmax
+from gpo_core._io import atomic_path
 from gpo_core._validate import as_real_array, check_positive_int, check_strategy, short
 from gpo_core.protocols import Experience, MirrorStep, Samples
 from gpo_core.simplex import safe_log
@@ -188,7 +187,7 @@ class TabularPolicy:
             else:
                 new[row] = target
         self.logits = new
-        p_new, p_old = softmax(new), softmax(old)
+        p_new = softmax(new)
         kl_prev = float(np.mean(np.sum(p_new * (new - old), axis=-1)))
         kl_ref = float(np.mean(np.sum(p_new * (new - self.log_reference), axis=-1)))
         return {"kl/previous": kl_prev, "kl/reference": kl_ref}
@@ -207,16 +206,8 @@ class TabularPolicy:
     # ------------------------------------------------------------------ Persistent protocol
     def save_snapshot(self, snapshot: Any, path: str) -> None:
         """Write ``snapshot`` as ``.npy`` to exactly ``path``, atomically."""
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, np.asarray(snapshot, dtype=np.float64), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(snapshot, dtype=np.float64), allow_pickle=False)
 
     def load_snapshot(self, path: str) -> np.ndarray:
         """Read a snapshot written by :meth:`save_snapshot`."""

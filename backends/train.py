@@ -29,10 +29,10 @@ import json
 import os
 import re
 import sys
-import tempfile
 import tomllib
 from typing import Any, Mapping
 
+from gpo_core._io import atomic_write_text
 from gpo_core._validate import short
 from gpo_core.alignment import GameConfig, GameResult, run_game
 
@@ -193,13 +193,6 @@ def build_run(cfg: Mapping[str, Any]):
     return defender, adversary, reward, diversity, (lambda prompts: div.diversity_metrics(prompts, embedder))
 
 
-def _write_text(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def train_from_toml(path: str, out: str | None = None, resume: bool = True) -> int:
     """Run the config at ``path``; write checkpoints, ``metrics.md``, ``metrics.json``, a plot."""
     from backends.report import metrics_table, plot_metrics, progress  # noqa: PLC0415
@@ -218,8 +211,8 @@ def train_from_toml(path: str, out: str | None = None, resume: bool = True) -> i
     finally:
         close()
     table = metrics_table(result)
-    _write_text(os.path.join(out, "metrics.md"), table + "\n")
-    _write_text(os.path.join(out, "metrics.json"),
+    atomic_write_text(os.path.join(out, "metrics.md"), table + "\n")
+    atomic_write_text(os.path.join(out, "metrics.json"),
                 json.dumps([{"round": log.round, **log.metrics} for log in result.logs], indent=1))
     png = plot_metrics(result, os.path.join(out, "metrics.png"), title=os.path.basename(path))
     print(table)

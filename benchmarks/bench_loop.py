@@ -25,7 +25,6 @@ import importlib.util
 import os
 import platform
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -189,7 +188,7 @@ def main(argv=None) -> int:
     print("|---|---|")
     for key in ("generate", "forward", "backward", "optimizer", "other"):
         print(f"| {key} | {b[key] / b['total']:.1%} |")
-    print(f"\n| generation (16 prompts x 32 new tokens) | tokens/s ratio |\n|---|---|")
+    print("\n| generation (16 prompts x 32 new tokens) | tokens/s ratio |\n|---|---|")
     print(f"| HFPolicy.sample / model.generate | {ratio:.2f} |")
     print(f"\ntargets: other < 10% of a round -> {'met' if b['other'] / b['total'] < 0.10 else 'MISSED'}; "
           f"sample within 10% of generate -> {'met' if ratio >= 0.9 else 'MISSED'}")

@@ -35,11 +35,11 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from typing import Any, Callable, Literal, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from gpo_core._io import atomic_write_json
 from gpo_core._validate import check_nonnegative, check_positive, check_positive_int, short
 from gpo_core.protocols import Diversity, Experience, MirrorStep, Policy, RewardModel, Samples
 
@@ -610,21 +610,6 @@ def _rollout_metrics(roll: _Rollout, config: GameConfig) -> dict[str, float]:
 _STATE = "state.json"
 
 
-def _atomic_json(path: str, data: Any) -> None:
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_checkpoint(ckpt, t, rng, config, defender, adversary, logs, d_iter, a_iter, history) -> None:
     os.makedirs(ckpt, exist_ok=True)
     state_path = os.path.join(ckpt, _STATE)
@@ -652,7 +637,7 @@ def _save_checkpoint(ckpt, t, rng, config, defender, adversary, logs, d_iter, a_
         "history": list(history),
         "logs": [{"round": log.round, "metrics": dict(log.metrics)} for log in logs],
     }
-    _atomic_json(state_path, state)  # the commit point: before it, the old state stays valid
+    atomic_write_json(state_path, state)  # the commit point: before it, the old state stays valid
     if old:
         for key in ("defender", "adversary"):
             stale = os.path.join(ckpt, old["files"][key])

@@ -107,11 +107,10 @@ def plot_gap(traj: gc.Trajectory, path: str, title: str) -> None:
 
 
 def _save_figure(fig, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    fig.savefig(tmp, format=os.path.splitext(path)[1].lstrip(".") or "png", dpi=120)
-    os.replace(tmp, path)
+    from gpo_core._io import atomic_path  # noqa: PLC0415
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=os.path.splitext(path)[1].lstrip(".") or "png", dpi=120)
 
 
 def toy_games() -> list[gc.MatrixGame]:

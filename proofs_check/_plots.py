@@ -8,12 +8,11 @@ place with ``os.replace``.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
 
+from gpo_core._io import atomic_path, atomic_write_text
 from proofs_check._result import CheckResult
 
 __all__ = ["plot_claim", "write_text_atomic"]
@@ -24,16 +23,7 @@ _MAX_PANELS = 24
 
 def write_text_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".txt")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def _positive(values: np.ndarray | None) -> np.ndarray | None:
@@ -80,14 +70,6 @@ def plot_claim(results: Sequence[CheckResult], path: str, title: str) -> str | N
         if i == 0:
             ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
