@@ -421,6 +421,29 @@ class HFPolicy:
         with torch.no_grad():
             return self._score(self._model, seqs, scored).double().cpu().numpy()
 
+    def token_log_probs(self, contexts: Sequence[str], outputs: Sequence[str]) -> list[np.ndarray]:
+        """Per-token ``log pi(token_k | context, tokens_<k)`` of each output, float64 arrays.
+
+        Row ``i``'s array sums to ``log_prob(contexts, outputs)[i]`` (its last entry is the eos
+        term when the output ended by itself).
+        """
+        ctx = self._check_texts(contexts, "contexts")
+        out = self._check_texts(outputs, "outputs")
+        if len(ctx) != len(out):
+            raise ValueError(
+                f"contexts and outputs must have one entry per row, got {len(ctx)} contexts and "
+                f"{len(out)} outputs"
+            )
+        seqs, scored = self._encode_rows(ctx, out)
+        rows: list[np.ndarray] = []
+        with torch.no_grad():
+            for start in range(0, len(seqs), self._micro):
+                batch = seqs[start : start + self._micro], scored[start : start + self._micro]
+                picked, valid = self._token_scores(self._model, *batch)
+                for p, v in zip(picked.double().cpu().numpy(), valid.cpu().numpy()):
+                    rows.append(p[v])
+        return rows
+
     def update(self, experience: Experience, step: MirrorStep) -> dict[str, float]:
         """Fit the policy to ``step``'s target on ``experience`` (``inner_steps`` AdamW steps).
 
@@ -948,6 +971,11 @@ class HFPolicy:
             return self._score(self._model, seqs, scored)
 
     def _score_batch(self, module: torch.nn.Module, seqs, scored) -> torch.Tensor:
+        picked, valid = self._token_scores(module, seqs, scored)
+        return torch.where(valid, picked, torch.zeros_like(picked)).sum(-1)
+
+    def _token_scores(self, module: torch.nn.Module, seqs, scored) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs of the last ``max(scored)`` positions and which ones are scored."""
         ids, mask = self._left_pad(seqs)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         width, top = ids.shape[1], max(scored)
@@ -958,7 +986,7 @@ class HFPolicy:
         picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         n = torch.tensor(scored, device=ids.device)
         valid = torch.arange(top, device=ids.device)[None, :] >= (top - n)[:, None]
-        return torch.where(valid, picked, torch.zeros_like(picked)).sum(-1)
+        return picked, valid
 
     def _backward_rows(self, seqs, scored, coeff: torch.Tensor) -> None:
         """Accumulate ``d loss = sum_i coeff_i d logp_i`` one micro-batch at a time."""

@@ -639,3 +639,16 @@ def test_word_tokenizer_and_tiny_llama_checks():
         tiny_llama(tok, hidden_size=30, heads=4)
     with pytest.raises(TypeError, match="tokenizer must be a transformers tokenizer"):
         tiny_llama("tok")
+
+
+def test_token_log_probs_sum_to_the_sequence_log_prob(words):
+    policy = HFPolicy(_word_model(words), words, generation=GenerationSettings(max_new_tokens=3))
+    rng = np.random.default_rng(0)
+    s = policy.sample(CONTEXTS, 3, rng)
+    per_token = policy.token_log_probs(s.contexts, s.outputs)
+    totals = policy.log_prob(s.contexts, s.outputs)
+    assert len(per_token) == len(s.outputs)
+    for row, total, out in zip(per_token, totals, s.outputs):
+        assert np.all(row <= 0)
+        assert 1 <= len(row) <= 3
+        np.testing.assert_allclose(row.sum(), total, atol=1e-5)
