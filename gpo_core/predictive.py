@@ -19,17 +19,20 @@ The paper's prediction of the next utility is :math:`m_{t+1} = u_t`, which makes
 regret :math:`u_t - \langle u_t, \pi_t\rangle\mathbf 1 = r_t`; with :math:`m \equiv 0` the rule is
 plain RM+ (:func:`gpo_core.regret_matching_plus`). When :math:`\theta = 0` any strategy keeps the
 guarantee (the Blackwell decision is the origin of the cone), so we keep the current one, as RM+
-does.
+does. Also as in RM+, entries of :math:`r_t` within a few ulps of :math:`\max_i |u_{t,i}|` are set
+to exactly 0: when all actions tie, rounding noise in :math:`\langle u_t, \pi_t\rangle` must not
+move the strategy.
 
 **Guarantee.** PRM+ is predictive online mirror descent (Euclidean) on the positive orthant run by
 Blackwell approachability, so each player's external regret is
-:math:`O\big(\sqrt{\textstyle\sum_t \lVert r_t - r_{t-1}\rVert_2^2}\big)` (Farina et al. 2021,
-Thm. 2 with Prop. 2): never worse than RM+'s :math:`O(B\sqrt{nT})`, and small when the utilities
-change slowly, as they do in self-play. By the folk theorem the averaged profile's Nash gap is at
-most the players' summed regrets over :math:`T`. The paper reports PRM+ with alternating updates
-(``play(..., alternating=True)``) and linear or quadratic averaging as the fastest of the
-regret-matching family on matrix games; like RM+ it is parameter-free and invariant to positive
-scaling of the payoffs. (No :math:`O(1/T)` rate is proved for PRM+ itself in self-play.)
+:math:`O\big(\sqrt{\textstyle\sum_t \lVert r_t - r_{t-1}\rVert_2^2}\big)` (Farina et al. 2021):
+never worse than RM+'s :math:`O(B\sqrt{nT})` for payoffs of range :math:`B`, and small when the
+utilities change slowly, as they do in self-play. By the folk theorem the averaged profile's Nash
+gap is at most the players' summed regrets over :math:`T`. Like RM+ it is parameter-free and
+invariant to positive scaling of the payoffs, and it is run as CFR+ is, with alternating updates
+(``play(..., alternating=True)``) and a linearly or quadratically weighted average.
+``benchmarks/README.md`` measures where it beats RM+ here (small games; simultaneous updates, where
+RM+ stalls) and where it does not (random games of 100+ actions with alternation).
 
 The state keeps the played strategy twice, as normalised ``logits`` (every rule's contract; exact
 zeros become :func:`gpo_core.simplex.safe_log`'s finite floor) and as probabilities
@@ -42,7 +45,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpo_core.rules import UpdateRule, _check_utilities, _init_logits
+from gpo_core.rules import UpdateRule, _check_utilities, _init_logits, _instant_regret
 from gpo_core.simplex import safe_log, softmax
 
 __all__ = ["PRMPlusState", "predictive_regret_matching_plus"]
@@ -85,7 +88,9 @@ def predictive_regret_matching_plus() -> UpdateRule:
     def step(state: PRMPlusState, utilities: Any) -> PRMPlusState:
         u = _check_utilities(state.logits, utilities)
         x = state.strategy
-        regret = u - _inner(u, x)  # a new array: the in-place updates below never touch inputs
+        # u - <u, x>, with 1-ulp rounding noise zeroed exactly as RM+ does: when all actions tie
+        # the regret (and so the prediction) is 0 and PRM+ keeps its strategy instead of jumping.
+        regret = _instant_regret(u, x)  # a new array: the in-place updates below touch no input
         q = state.cum_regret + regret
         np.maximum(q, 0.0, out=q)  # Q' = [Q + r]^+
         theta = q + regret
@@ -103,9 +108,3 @@ def predictive_regret_matching_plus() -> UpdateRule:
 
     return UpdateRule(init, step, "prm+")
 
-
-def _inner(u: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``<u, x>`` over the last axis, kept as a trailing axis of size 1 (broadcasts over batches)."""
-    if u.ndim == 1 and x.ndim == 1:
-        return np.dot(u, x)  # a BLAS dot: ~10x faster than sum(u * x) at n = 1000
-    return np.matmul(u[..., None, :], x[..., :, None])[..., 0]

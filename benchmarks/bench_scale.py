@@ -1,0 +1,368 @@
+"""How gpo_core.play scales: big games, the cost of one step, batches, and a 10k x 10k game.
+
+Parts (``--parts abcd``; ``--quick`` runs a, b, c on smaller settings and never d):
+
+a. Time to Nash gap 1e-4 on n x n random games (U[-1, 1]) for n in {100, 1000, 3000}: the
+   regret-matching rules of the library (RM+ and predictive RM+, alternating, linear or quadratic
+   averaging) against ``gc.solve_lp`` (two HiGHS LPs, killed at the cap and then reported as "not
+   finished") and, at n = 100, OpenSpiel's C++ CFR+; iterations against plain alternating RM+
+   with linear averaging (= CFR+ on a matrix game).
+b. One ``gc.play`` step's cost against the two bare matrix-vector products it needs (``A @ y``
+   and ``x @ A``, float64) on 1000 x 1000 and 3000 x 3000: per-step times of ``play`` and of a
+   loop of the two products are measured alternately, several times, and the ratio of the
+   medians is reported (target <= 1.15). float32 is reported as unsupported when the core casts
+   payoffs to float64 (the bare float32 products are timed for reference).
+c. 10,000 games of 10 x 10 in one batched ``play`` call against a Python loop of ``play`` over
+   the single games (same rule, same fixed number of steps; target >= 25x). The batched result
+   is checked against the loop's to 1e-12 on the games the loop ran.
+d. (full run only, and only with enough free memory) a 10,000 x 10,000 float64 game solved to
+   Nash gap 1e-3 in a fresh process, with that process's peak resident memory (``VmHWM``) and
+   ``play``'s own peak allocations (``tracemalloc``) against the 800 MB matrix.
+
+Usage::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/bench_scale.py --quick
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/bench_scale.py \
+        --out benchmarks/results/scale_full.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+import tracemalloc
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as cm  # noqa: E402
+import _solvers as sv  # noqa: E402
+
+import gpo_core as gc  # noqa: E402
+from gpo_core.predictive import predictive_regret_matching_plus  # noqa: E402
+
+RULES = (
+    ("RM+ (alt., linear avg) [plain]", gc.regret_matching_plus, "linear"),
+    ("RM+ (alt., quadratic avg)", gc.regret_matching_plus, "quadratic"),
+    ("PRM+ (alt., linear avg)", predictive_regret_matching_plus, "linear"),
+    ("PRM+ (alt., quadratic avg)", predictive_regret_matching_plus, "quadratic"),
+)
+
+
+def _play(game, make, averaging, steps, tol=None):
+    return gc.play(
+        game,
+        make(),
+        steps=steps,
+        alternating=True,
+        averaging=averaging,
+        tol=tol,
+        record_every=max(1, steps // 1000),
+    )
+
+
+# ----------------------------------------------------------------------------------- part a
+def part_a(sizes: list[int], cap: float, highs_cap: float, threads: int, tol: float = 1e-4) -> str:
+    rows = []
+    runner = cm.CappedRunner(threads)
+    try:
+        for n in sizes:
+            game = gc.MatrixGame.random(n, seed=0)
+            status, highs_s, result = runner.run(
+                "_solvers", "highs_solve_lp", (game.payoff,), highs_cap
+            )
+            highs_ok = status == "ok"
+            if highs_ok:
+                hgap = sv.gap(game.payoff, *result)
+                rows.append([n, "HiGHS: gc.solve_lp (2 LPs)", cm.fmt_time(highs_s), "1.00×",
+                             "—", "—",
+                             f"exact (gap {hgap:.0e})"])
+            else:
+                rows.append([n, "HiGHS: gc.solve_lp (2 LPs)", f"not finished in {highs_cap:g} s",
+                             "—", "—", "—", status])
+            base_iters = None
+            timings = []
+            for label, make, averaging in RULES:
+                pilot, _ = cm.best_of(
+                    lambda: _play(game, make, averaging, 20), repeat_below=1.0, max_repeat=3
+                )
+                budget = max(100, int(cap / (pilot / 20)))
+                seconds, traj = cm.best_of(lambda: _play(game, make, averaging, budget, tol))
+                reached = float(traj.final_gap) <= tol
+                if base_iters is None:
+                    base_iters = traj.num_steps if reached else None
+                timings.append((seconds if reached else float("inf"), label))
+                if highs_ok:
+                    ratio = cm.fmt_ratio(seconds / highs_s) if reached else "—"
+                else:
+                    ratio = f"< {cm.fmt_ratio(seconds / highs_cap)}" if reached else "—"
+                it_ratio = (
+                    cm.fmt_ratio(traj.num_steps / base_iters) if reached and base_iters else "—"
+                )
+                rows.append([n, f"gpo {label}", cm.fmt_time(seconds) if reached else f"> {cap:g} s",
+                             ratio, traj.num_steps, it_ratio,
+                             f"gap {float(traj.final_gap):.1e}"])
+            best = min(timings)
+            if np.isfinite(best[0]):
+                rows.append([n, f"**fastest library rule: {best[1]}**", cm.fmt_time(best[0]),
+                             cm.fmt_ratio(best[0] / highs_s) if highs_ok
+                             else f"< {cm.fmt_ratio(best[0] / highs_cap)}", "", "", ""])
+            if n <= 100:
+                results, last = sv.openspiel_cfr_plus(game.payoff, [tol], cap)
+                r = results[tol]
+                if r is None:
+                    rows.append([n, "OpenSpiel CFR+ (C++)", f"> {cap:g} s", "—", "—", "—",
+                                 f"gap {last:.1e}"])
+                else:
+                    rows.append([n, "OpenSpiel CFR+ (C++)", cm.fmt_time(r[0]),
+                                 cm.fmt_ratio(r[0] / highs_s) if highs_ok else "—", r[1],
+                                 cm.fmt_ratio(r[1] / base_iters) if base_iters else "—",
+                                 f"fastest library rule is {cm.fmt_ratio(r[0] / best[0])} faster"])
+            print(f"<!-- part a: n = {n} done -->", file=sys.stderr)
+    finally:
+        runner.close()
+    cols = ["n", "solver", "time to gap 1e-4", "ratio to HiGHS", "iterations",
+            "iterations vs plain RM+", "note"]
+    return cm.markdown_table(cols, rows)
+
+
+# ----------------------------------------------------------------------------------- part b
+def _bare_pair(a: np.ndarray, steps: int) -> tuple[float, float]:
+    """Per-pair (wall, CPU) seconds of ``steps`` pairs ``a @ y``, ``x @ a``."""
+    n = a.shape[0]
+    x = np.full(n, 1.0 / n, dtype=a.dtype)
+    y = x.copy()
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        a @ y
+        x @ a
+    return (time.perf_counter() - w0) / steps, (time.process_time() - c0) / steps
+
+
+def step_cost(game: gc.MatrixGame, make: Any, steps: int, reps: int, **kwargs) -> dict[str, float]:
+    """Per-step costs of ``play`` and of the two bare products, measured in alternating blocks.
+
+    Both wall-clock and CPU time (``time.process_time``: this process's own time on a core, which
+    a busy shared machine inflates far less than wall time) are kept; the ratios are taken of
+    the medians over ``reps`` blocks and of the minima.
+    """
+    bare_w, bare_c, play_w, play_c = [], [], [], []
+    for _ in range(reps):
+        w, c = _bare_pair(game.payoff, steps)
+        bare_w.append(w)
+        bare_c.append(c)
+        w0, c0 = time.perf_counter(), time.process_time()
+        gc.play(game, make(), steps=steps, record_every=steps, **kwargs)
+        play_w.append((time.perf_counter() - w0) / steps)
+        play_c.append((time.process_time() - c0) / steps)
+    med = np.median
+    return {
+        "play_cpu": float(med(play_c)),
+        "bare_cpu": float(med(bare_c)),
+        "cpu_ratio": float(med(play_c) / med(bare_c)),
+        "min_ratio": float(min(play_w) / min(bare_w)),
+    }
+
+
+def part_b(sizes: list[int], reps: int) -> str:
+    rows = []
+    cases = (
+        ("RM+ (alt., linear avg)", gc.regret_matching_plus,
+         dict(alternating=True, averaging="linear")),
+        ("PRM+ (alt., quadratic avg)", predictive_regret_matching_plus,
+         dict(alternating=True, averaging="quadratic")),
+        ("PRM+ (alt., quadratic avg), tol=1e-12", predictive_regret_matching_plus,
+         dict(alternating=True, averaging="quadratic", tol=1e-12)),
+        ("hedge(0.1) (simult., uniform avg)", lambda: gc.hedge(0.1), {}),
+    )
+    for n in sizes:
+        game = gc.MatrixGame.random(n, seed=0)
+        steps = max(5, int(50 * (1000 / n) ** 2))  # blocks of about 50 ms
+        for label, make, kwargs in cases:
+            r = step_cost(game, make, steps, reps, **kwargs)
+            verdict = "met" if r["cpu_ratio"] <= 1.15 else "missed"
+            rows.append([f"{n}×{n}", "float64", label, cm.fmt_time(r["play_cpu"]),
+                         cm.fmt_time(r["bare_cpu"]), f"{r['cpu_ratio']:.3f}×",
+                         f"{r['min_ratio']:.3f}×", verdict])
+        f32 = game.payoff.astype(np.float32)
+        core_dtype = gc.MatrixGame(f32).payoff.dtype
+        t32 = float(np.median([_bare_pair(f32, steps)[1] for _ in range(reps)]))
+        t64 = float(np.median([_bare_pair(game.payoff, steps)[1] for _ in range(reps)]))
+        rows.append([f"{n}×{n}", "float32",
+                     f"not supported: MatrixGame stores {core_dtype} (casts the input)", "—",
+                     cm.fmt_time(t32), f"bare f32 pair = {t32 / t64:.2f}× the f64 pair",
+                     "—", "—"])
+        print(f"<!-- part b: n = {n} done -->", file=sys.stderr)
+    cols = ["game", "dtype", "rule", "play: CPU time per step", "bare A@y + x@A (CPU)",
+            "ratio (median CPU)", "ratio (min wall)", "target ≤ 1.15×"]
+    return cm.markdown_table(cols, rows)
+
+
+def part_c(num_games: int, loop_games: int, steps: int) -> str:
+    games = gc.MatrixGame.random(10, seed=0, batch_shape=(num_games,))
+    singles = [gc.MatrixGame(games.payoff[i]) for i in range(loop_games)]
+    rows = []
+    for label, make, averaging in (RULES[0], RULES[3]):
+        batched_s, batched = cm.best_of(lambda: _play(games, make, averaging, steps), max_repeat=3)
+        t0 = time.perf_counter()
+        loop = [_play(g, make, averaging, steps) for g in singles]
+        loop_s = (time.perf_counter() - t0) * num_games / loop_games
+        err = max(
+            float(np.max(np.abs(batched.average.row[i] - t.average.row)))
+            for i, t in enumerate(loop)
+        )
+        if err > 1e-12:  # the batched fast path must give the single games' answers
+            raise AssertionError(f"batched play differs from the loop by {err:.1e} > 1e-12")
+        ratio = loop_s / batched_s
+        scaled = (
+            "" if loop_games == num_games
+            else f" (timed on {loop_games}, ×{num_games // loop_games})"
+        )
+        rows.append([label, steps, cm.fmt_time(batched_s), cm.fmt_time(loop_s) + scaled,
+                     f"{ratio:.1f}×", "met" if ratio >= 25 else "missed", f"{err:.0e}"])
+    cols = [f"rule ({num_games:,} games of 10×10)", "steps", "one batched play",
+            "loop of single plays",
+            "speed-up", "target ≥ 25×", "max abs. difference batched vs loop (avg. strategy)"]
+    return cm.markdown_table(cols, rows)
+
+
+# ----------------------------------------------------------------------------------- part d
+def part_d(n: int, tol: float, cap: float, threads: int) -> str:
+    """Run :func:`part_d_child` in a fresh process, so that its peak RSS is this part's alone."""
+    need_gib = 3 * n * n * 8 / 2**30 + 1.0
+    avail = cm.mem_available_gib()
+    if not avail >= need_gib:
+        return f"Skipped: {avail:.1f} GiB available, {need_gib:.1f} GiB wanted.\n"
+    runner = cm.CappedRunner(threads)
+    try:
+        status, _, text = runner.run("bench_scale", "part_d_child", (n, tol, cap), cap + 120.0,
+                                     repeat_below=0.0)
+    finally:
+        runner.close()
+    return text if status == "ok" else f"Part d failed: {status} {text}\n"
+
+
+def _peak_rss() -> int:
+    """Peak resident memory of this process image, in bytes.
+
+    ``VmHWM`` from /proc/self/status is reset by ``exec``; ``ru_maxrss`` is not (a spawned worker
+    would report the parent's peak), so it is only the fallback off Linux.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def part_d_child(n: int, tol: float, cap: float, warmup: bool = False) -> str:
+    if warmup:
+        return ""
+    rss0 = _peak_rss()
+    t0 = time.perf_counter()
+    game = gc.MatrixGame.random(n, seed=0)
+    build = time.perf_counter() - t0
+    rss_game = _peak_rss()
+    matrix = game.payoff.nbytes
+    make, averaging = gc.regret_matching_plus, "quadratic"
+    t0 = time.perf_counter()
+    pilot = _play(game, make, averaging, 3)
+    per_step = (time.perf_counter() - t0) / 3
+    del pilot
+    budget = max(10, int(cap / per_step))
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    traj = _play(game, make, averaging, budget, tol)
+    seconds = time.perf_counter() - t0
+    _, play_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_end = _peak_rss()
+    gap = float(gc.nash_gap(game, traj.average.row, traj.average.col))
+    reached = gap <= tol
+    rows = [
+        ["matrix A (float64)", f"{matrix / 2**20:.0f} MiB", "1.00×"],
+        ["fresh process's peak RSS before the game (interpreter, numpy, scipy)",
+         f"{rss0 / 2**20:.0f} MiB", f"{rss0 / matrix:.2f}×"],
+        ["peak RSS after `gc.MatrixGame.random(n)`", f"{rss_game / 2**20:.0f} MiB",
+         f"{rss_game / matrix:.2f}×"],
+        ["  of which added by building the game", f"{(rss_game - rss0) / 2**20:.0f} MiB",
+         f"{(rss_game - rss0) / matrix:.2f}×"],
+        ["peak RSS after play", f"{rss_end / 2**20:.0f} MiB", f"{rss_end / matrix:.2f}×"],
+        ["play's own peak allocations (tracemalloc)", f"{play_peak / 2**20:.2f} MiB",
+         f"{play_peak / matrix:.4f}×"],
+    ]
+    text = (
+        f"RM+ (alt., quadratic avg) on a {n}×{n} game: "
+        + (f"gap {gap:.1e} ≤ {tol:g} after {traj.num_steps} steps in {seconds:.1f} s"
+           if reached
+           else f"NOT reached: gap {gap:.1e} after {traj.num_steps} steps ({seconds:.1f} s cap)")
+        + f" ({per_step * 1e3:.0f} ms per step; building the game took {build:.1f} s).\n\n"
+    )
+    return text + cm.markdown_table(["memory", "size", "vs matrix"], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cm.parse_common(parser)
+    parser.add_argument(
+        "--parts", default=None, help="which parts to run, e.g. 'ab' (default: all)"
+    )
+    args = parser.parse_args(argv)
+    parts = args.parts or ("abc" if args.quick else "abcd")
+    cm.limit_threads(args.threads)
+    t_start = time.perf_counter()
+    q = args.quick
+    settings = {
+        "a": "sizes [100, 1000], rule cap 20 s, HiGHS cap 10 s" if q
+        else "sizes [100, 1000, 3000], rule cap 120 s, HiGHS cap 120 s",
+        "b": f"sizes [1000, 3000], {9 if q else 25} alternating blocks of ~50 ms each",
+        "c": "10,000 games, loop timed on 500 games and scaled, 100 steps" if q
+        else "10,000 games, loop over all 10,000, 100 steps",
+        "d": "10,000 × 10,000, gap 1e-3, cap 300 s",
+    }
+    head = cm.header(
+        "Scaling of gc.play",
+        [os.path.relpath(sys.executable), *sys.argv] if argv is None else ["bench_scale", *argv],
+        {f"part {p}": settings[p] for p in parts} | {"BLAS threads": str(args.threads)},
+    )
+    sys.stdout.write(head + "\n")
+    sys.stdout.flush()
+    text = head
+    sections = {
+        "a": ("a. Time to Nash gap 1e-4: library rules vs HiGHS and CFR+",
+              lambda: part_a([100, 1000] if q else [100, 1000, 3000], 20.0 if q else 120.0,
+                             10.0 if q else 120.0, args.threads)),
+        "b": ("b. One play step vs the two bare matrix-vector products",
+              lambda: part_b([1000, 3000], 9 if q else 25)),
+        "c": ("c. Batched games vs a Python loop",
+              lambda: part_c(10_000, 500 if q else 10_000, 100)),
+        "d": ("d. A 10,000 × 10,000 game to gap 1e-3, and its memory",
+              lambda: part_d(10_000, 1e-3, 300.0, args.threads)),
+    }
+    for p in parts:
+        title, fn = sections[p]
+        t0 = time.perf_counter()
+        body = f"\n#### {title}\n\n" + fn()
+        body += f"\n(part {p}: {time.perf_counter() - t0:.0f} s)\n"
+        sys.stdout.write(body)
+        sys.stdout.flush()
+        text += body
+    tail = (f"\nLoad average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}; "
+            f"total wall time {time.perf_counter() - t_start:.0f} s.\n")
+    sys.stdout.write(tail)
+    text += tail
+    if args.out:
+        cm.write_atomic(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
