@@ -23,6 +23,7 @@ from gpo_core.diagnostics import (
 from gpo_core.dynamics import Profile, Trajectory, play
 from gpo_core.exact import QRESolution, Solution, solve_lp, solve_qre
 from gpo_core.games import MatrixGame
+from gpo_core.predictive import PRMPlusState, predictive_regret_matching_plus
 from gpo_core.rules import (
     HedgeState,
     MMDState,
@@ -47,6 +48,7 @@ __all__ = [
     "MMDState",
     "MatrixGame",
     "OptimisticState",
+    "PRMPlusState",
     "Profile",
     "QRESolution",
     "RMPlusState",
@@ -71,6 +73,7 @@ __all__ = [
     "nash_gap",
     "optimistic",
     "play",
+    "predictive_regret_matching_plus",
     "regret_matching_plus",
     "regularized_gap",
     "softmax",

@@ -278,6 +278,7 @@ ALL_RULES = [
     # Alternation + linear averaging: CFR+ on a matrix game (Tammelin 2014; Burch et al. 2019).
     Case(gc.regret_matching_plus(), averaging="linear", alternating=True),
     Case(gc.optimistic(gc.regret_matching_plus())),
+    Case(gc.predictive_regret_matching_plus(), averaging="quadratic", alternating=True),
 ]
 IDS = [case.rule.name for case in ALL_RULES]
 contract = pytest.mark.parametrize("case", ALL_RULES, ids=IDS)
