@@ -15,7 +15,8 @@ Schapire 1999): Hedge's :math:`O(\sqrt T)` regret gives the :math:`O(T^{-1/2})` 
 averaged policies that GPO's Theorem 3.2 states.
 
 Because utilities are linear in the opponent's strategy, :math:`A\bar y_T` and
-:math:`A^\top\bar x_T` are running averages of utilities already computed, so the Nash gap of the
+:math:`A^\top\bar x_T` are weighted sums of utilities already computed (divided by the total
+weight), so the Nash gap of the
 average is recorded at every step for free: one step costs the two matrix-vector products.
 """
 
@@ -136,10 +137,11 @@ def play(
     col_state = col_rule.init(safe_log(y))
     power = _POWERS[averaging]
 
-    x_bar = np.zeros_like(x)
-    y_bar = np.zeros_like(y)
-    ux_bar = np.zeros_like(x)  # running average of A y_t   = A y_bar
-    uy_bar = np.zeros_like(y)  # running average of -A^T x_t = -A^T x_bar
+    # Weighted sums, updated in place (no temporaries on the hot path); averages = sums / weight.
+    x_sum = np.zeros_like(x)
+    y_sum = np.zeros_like(y)
+    ux_sum = np.zeros_like(x)  # sum_t w_t A y_t    = W * A y_bar
+    uy_sum = np.zeros_like(y)  # sum_t w_t -A^T x_t = W * (-A^T x_bar)
     weight_sum = 0.0
     uy = col_utilities(payoff, x)  # -A^T x_1 (carried forward: alternating needs x_t's utility)
     n_rec = (steps + record_every - 1) // record_every
@@ -152,22 +154,27 @@ def play(
         ux = row_utilities(payoff, y)  # A y_t
         uy_t = uy  # -A^T x_t
         row_state = row_rule.step(row_state, ux)
-        x_next = softmax(row_state.logits)
+        x_next = _probabilities(row_state)
         uy = col_utilities(payoff, x_next)  # -A^T x_{t+1}
         col_state = col_rule.step(col_state, uy if alternating else uy_t)
-        y_next = softmax(col_state.logits)
+        y_next = _probabilities(col_state)
 
         w = float(t) ** power
         weight_sum += w
-        c = w / weight_sum
-        x_bar += c * (x - x_bar)
-        y_bar += c * (y - y_bar)
-        ux_bar += c * (ux - ux_bar)
-        uy_bar += c * (uy_t - uy_bar)
+        if power == 0:
+            x_sum += x
+            y_sum += y
+            ux_sum += ux
+            uy_sum += uy_t
+        else:
+            x_sum += w * x
+            y_sum += w * y
+            ux_sum += w * ux
+            uy_sum += w * uy_t
 
         last = t == steps
         if t % record_every == 0 or last or tol is not None:
-            gap = np.max(ux_bar, axis=-1) + np.max(uy_bar, axis=-1)
+            gap = (np.max(ux_sum, axis=-1) + np.max(uy_sum, axis=-1)) / weight_sum
             stop = tol is not None and bool(np.all(gap <= tol))
             if t % record_every == 0 or last or stop:
                 rec_steps[k] = t
@@ -180,8 +187,8 @@ def play(
         x, y = x_next, y_next
 
     return Trajectory(
-        last=Profile(x, y),
-        average=Profile(x_bar, y_bar),
+        last=Profile(np.array(x, copy=True), np.array(y, copy=True)),
+        average=Profile(x_sum / weight_sum, y_sum / weight_sum),
         steps=rec_steps[:k],
         nash_gap=np.maximum(rec_gap[:k], 0.0),
         last_gap=np.maximum(rec_last[:k], 0.0),
@@ -189,6 +196,12 @@ def play(
         row_state=row_state,
         col_state=col_state,
     )
+
+
+def _probabilities(state: Any) -> np.ndarray:
+    """The strategy a state plays: its ``strategy`` field if it keeps one, else softmax(logits)."""
+    strategy = getattr(state, "strategy", None)
+    return softmax(state.logits) if strategy is None else strategy
 
 
 def _initial(value: Any, name: str, size: int, batch: tuple[int, ...]) -> np.ndarray:
