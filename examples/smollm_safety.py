@@ -59,6 +59,15 @@ def load(device: str | None, dtype: str | None):
     return model, tok
 
 
+def _rewrite_in_chat(tok):
+    def template(context: str) -> str:
+        return tok.apply_chat_template(
+            [{"role": "user", "content": ADVERSARY_TEMPLATE.format(context=context)}],
+            tokenize=False, add_generation_prompt=True)
+
+    return template
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", "--steps", dest="rounds", type=int, default=4)
@@ -87,14 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     players = {}
     for name in ("defender", "adversary"):
         model, tok = load(args.device, args.dtype)
-        template = None  # the defender answers the prompt as the user turn of its chat template
-        if name == "adversary":
-            # the rewrite instruction goes inside the chat template too: the instruct model
-            # stops at once on a raw "...\nOutput:" prompt
-            def template(context: str, tok=tok) -> str:
-                return tok.apply_chat_template(
-                    [{"role": "user", "content": ADVERSARY_TEMPLATE.format(context=context)}],
-                    tokenize=False, add_generation_prompt=True)
+        # The defender answers the prompt as the user turn of its chat template (template=None);
+        # the adversary's rewrite instruction goes inside the chat template too, since the
+        # instruct model stops at once on a raw "...\nOutput:" prompt.
+        template = None if name == "defender" else _rewrite_in_chat(tok)
         lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
         players[name] = HFPolicy(model, tok, template=template, generation=gen, objective="pg",
                                  lr=args.lr, inner_steps=2, micro_batch_size=8,

@@ -55,13 +55,6 @@ __all__ = [
     "PolicyError",
 ]
 
-METRIC_KEYS = (
-    "reward/mean",
-    "attack/success_rate",
-    "adversary/utility",
-    "diversity/reward",
-    "prompts/unique",
-)
 
 
 @dataclasses.dataclass(frozen=True)

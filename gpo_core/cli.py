@@ -16,6 +16,7 @@ Heavy dependencies (matplotlib, OpenSpiel, torch) are imported only by the comma
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -183,16 +184,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\n## 3. A short GPO game between two tiny language models\n")
     example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "examples", "tiny_red_team.py")
-    try:
-        import torch  # noqa: F401, PLC0415
-    except ImportError as exc:
-        print(f"the LLM demo needs the llm extra: pip install -e '.[llm]' ({exc})")
+    if importlib.util.find_spec("torch") is None:
+        print("the LLM demo needs the llm extra (torch is not installed): pip install -e '.[llm]'")
         return 1
     if not os.path.exists(example):
         print(f"{example} is not here (the demo runs from a source checkout)")
         return 1
-    import importlib.util  # noqa: PLC0415
-
     spec = importlib.util.spec_from_file_location("gpo_example_tiny_red_team", example)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
