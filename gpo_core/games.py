@@ -118,7 +118,13 @@ class MatrixGame:
             raise ValueError(f"need finite low < high, got low={low!r}, high={high!r}")
         rng = np.random.default_rng(seed)
         payoff = rng.uniform(low, high, size=(*tuple(batch_shape), m, n))
-        return cls(payoff, name=f"random{m}x{n}(seed={seed})")
+        # The fresh array is ours and finite by construction: adopt it instead of copying it
+        # (a 10,000 x 10,000 game would otherwise peak at twice its 800 MB).
+        payoff.setflags(write=False)
+        game = object.__new__(cls)
+        object.__setattr__(game, "payoff", payoff)
+        object.__setattr__(game, "name", f"random{m}x{n}(seed={seed})")
+        return game
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> MatrixGame:
