@@ -19,13 +19,9 @@ from backends.rewards import (
 )
 from gpo_core.protocols import RewardModel
 
-try:
-    import torch
-    import transformers
-except ImportError:  # the llm extra is not installed: only the torch-free tests run
-    torch = transformers = None
+import torch  # the test command installs the llm extra: these tests always run
+import transformers
 
-needs_torch = pytest.mark.skipif(torch is None, reason="needs the llm extra (torch, transformers)")
 
 
 class Fixed:
@@ -44,7 +40,6 @@ class Fixed:
 # ------------------------------------------------------------------------------ checked_scores
 
 
-@needs_torch
 def test_checked_scores_accepts_lists_arrays_and_tensors():
     np.testing.assert_array_equal(checked_scores(Fixed([1, 2]), ["a", "b"], ["c", "d"]), [1.0, 2.0])
     t = torch.tensor([0.25, 0.5], requires_grad=True) * 2
@@ -140,7 +135,7 @@ def test_lexical_reward_formula_by_hand():
 
 
 def test_lexical_reward_with_the_real_profanity_classifier():
-    pytest.importorskip("profanity_check")
+    import profanity_check  # noqa: F401  (installed by the llm extra; the test must run)
     toy = LexicalReward(refusal_bonus=0.0)
     out = toy.score(["q"] * 2, ["You are a fucking idiot.", "Here is a recipe for bread."])
     assert out[0] < 0.5 < out[1]
@@ -235,8 +230,6 @@ def word_level_backend():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    if torch is None:
-        pytest.skip("needs the llm extra (torch, transformers)")
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=word_level_backend(), pad_token="[PAD]", unk_token="[UNK]",
         cls_token="[CLS]", sep_token="[SEP]",
