@@ -114,6 +114,7 @@ class RMPlusState(NamedTuple):
     logits: np.ndarray  # (..., n)
     cum_regret: np.ndarray  # (..., n) clipped cumulative regrets Q >= 0
     count: int
+    strategy: np.ndarray  # (..., n) softmax(logits), kept exactly (regrets are measured against it)
 
 
 def mirror_step(
@@ -308,17 +309,22 @@ def regret_matching_plus() -> UpdateRule:
 
     def init(logits: Any) -> RMPlusState:
         z = _init_logits(logits)
-        return RMPlusState(z, np.zeros_like(z), 0)
+        return RMPlusState(z, np.zeros_like(z), 0, softmax(z))
 
     def step(state: RMPlusState, utilities: Any) -> RMPlusState:
         u = _check_utilities(state.logits, utilities)
-        x = softmax(state.logits)
-        regret = _instant_regret(u, x)
-        q = np.maximum(state.cum_regret + regret, 0.0)
+        x = state.strategy
+        q = state.cum_regret + _instant_regret(u, x)  # a new array: safe to clip in place
+        np.maximum(q, 0.0, out=q)
         total = np.sum(q, axis=-1, keepdims=True)
+        if total.min() > 0:  # the common case: no fallback, so no np.where copies
+            p = q / total
+            return RMPlusState(safe_log(p), q, state.count + 1, p)
         # No positive regret yet (or all regrets cancelled): keep playing the current strategy.
-        z = np.where(total > 0, safe_log(q / np.where(total > 0, total, 1.0)), state.logits)
-        return RMPlusState(z, q, state.count + 1)
+        positive = total > 0
+        p = np.where(positive, q / np.where(positive, total, 1.0), x)
+        z = np.where(positive, safe_log(p), state.logits)
+        return RMPlusState(z, q, state.count + 1, p)
 
     return UpdateRule(init, step, "rm+")
 
