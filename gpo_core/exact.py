@@ -7,7 +7,8 @@ r"""Exact oracles: the Nash equilibrium by linear programming and the QRE by New
     \qquad
     \min_{y, w}\; w \;\;\text{s.t.}\;\; A y \le w\mathbf 1,\; \mathbf 1^\top y = 1,\; y \ge 0
 
-both solved by scipy's HiGHS; :math:`v = w` is the value of the game.
+solved as one LP by scipy's HiGHS: the column player's strategy is the dual solution of the row
+player's LP (its constraint marginals), and :math:`v = w` is the value of the game.
 
 **solve_qre**: the :math:`\alpha`-regularised (logit quantal-response) equilibrium, the unique
 fixed point of
@@ -86,8 +87,11 @@ def solve_lp(game: MatrixGame) -> Solution:
 
 def _solve_one(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     m, n = a.shape
-    # Row player: minimise -v  s.t.  v - (A^T x)_j <= 0,  sum x = 1.
-    res_x = linprog(
+    # Row player: minimise -v  s.t.  v - (A^T x)_j <= 0,  sum x = 1. The column player's
+    # equilibrium strategy is the dual of the n inequality constraints (HiGHS's marginals are
+    # d(-v)/d b_ub <= 0), so one LP gives both players (strong duality: the column LP's value
+    # equals v).
+    res = linprog(
         c=np.r_[np.zeros(m), -1.0],
         A_ub=np.c_[-a.T, np.ones(n)],
         b_ub=np.zeros(n),
@@ -96,22 +100,11 @@ def _solve_one(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         bounds=[(0, None)] * m + [(None, None)],
         method="highs",
     )
-    # Column player: minimise w  s.t.  (A y)_i - w <= 0,  sum y = 1.
-    res_y = linprog(
-        c=np.r_[np.zeros(n), 1.0],
-        A_ub=np.c_[a, -np.ones(m)],
-        b_ub=np.zeros(m),
-        A_eq=np.r_[np.ones(n), 0.0][None, :],
-        b_eq=[1.0],
-        bounds=[(0, None)] * n + [(None, None)],
-        method="highs",
-    )
-    for res in (res_x, res_y):
-        if res.status != 0:  # pragma: no cover - HiGHS never fails on a bounded feasible LP
-            raise RuntimeError(f"HiGHS failed on a {m}x{n} game: {res.message}")
-    x = np.clip(res_x.x[:m], 0.0, None)
-    y = np.clip(res_y.x[:n], 0.0, None)
-    return x / x.sum(), y / y.sum(), float(res_x.x[m])
+    if res.status != 0:  # pragma: no cover - HiGHS never fails on a bounded feasible LP
+        raise RuntimeError(f"HiGHS failed on a {m}x{n} game: {res.message}")
+    x = np.clip(res.x[:m], 0.0, None)
+    y = np.clip(-np.asarray(res.ineqlin.marginals), 0.0, None)
+    return x / x.sum(), y / y.sum(), float(res.x[m])
 
 
 def solve_qre(
