@@ -154,6 +154,9 @@ class HFPolicy:
         max_grad_norm: clip the gradient to this norm before each step; ``None``: no clipping.
         fresh_optimizer: start each :meth:`update` with a fresh AdamW (default; see the module
             docstring) instead of carrying its moments across calls.
+        grad_sync: called with the trainable parameters after each backward pass and before
+            clipping, e.g. :meth:`backends.distributed.TorchComm.average_gradients` to train
+            data-parallel (every rank then takes the same step).
         weight_decay: AdamW's decoupled weight decay. The default 0 keeps the fixed point of the
             update exactly the target; decay pulls the weights toward 0 instead.
         name: how errors and ``repr`` name this policy (``"defender"``, ``"adversary"``).
@@ -191,6 +194,7 @@ class HFPolicy:
         max_grad_norm: float | None = 1.0,
         weight_decay: float = 0.0,
         fresh_optimizer: bool = True,
+        grad_sync: Callable[[Sequence[torch.nn.Parameter]], None] | None = None,
         name: str = "policy",
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -230,6 +234,9 @@ class HFPolicy:
         if not isinstance(fresh_optimizer, bool):
             raise TypeError(f"fresh_optimizer must be a bool, got {short(fresh_optimizer)}")
         self._fresh_optimizer = fresh_optimizer
+        if grad_sync is not None and not callable(grad_sync):
+            raise TypeError(f"grad_sync must be a callable params -> None or None, got {short(grad_sync)}")
+        self._grad_sync = grad_sync
         if not isinstance(truncate_prompts, bool):
             raise TypeError(f"truncate_prompts must be a bool, got {short(truncate_prompts)}")
         self._truncate = truncate_prompts
@@ -510,6 +517,8 @@ class HFPolicy:
                 self._backward_rows(seqs, scored, leaf.grad)
             if s == 0:
                 initial = loss.item()
+            if self._grad_sync is not None:
+                self._grad_sync(self._params)
             norm = torch.nn.utils.clip_grad_norm_(
                 self._params, math.inf if self._max_grad_norm is None else self._max_grad_norm
             )

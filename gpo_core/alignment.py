@@ -41,7 +41,15 @@ import numpy as np
 
 from gpo_core._io import atomic_write_json
 from gpo_core._validate import check_nonnegative, check_positive, check_positive_int, short
-from gpo_core.protocols import Diversity, Experience, MirrorStep, Policy, RewardModel, Samples
+from gpo_core.protocols import (
+    Communicator,
+    Diversity,
+    Experience,
+    MirrorStep,
+    Policy,
+    RewardModel,
+    Samples,
+)
 
 __all__ = [
     "GameConfig",
@@ -334,6 +342,7 @@ def run_game(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = True,
     on_round: Callable[[RoundLog], None] | None = None,
+    comm: Communicator | None = None,
 ) -> GameResult:
     """Play the GPO game between ``defender`` and ``adversary`` for ``config.rounds`` rounds.
 
@@ -352,6 +361,11 @@ def run_game(
             directory and ``resume=True`` continues where it stopped.
         resume: continue from ``checkpoint_dir`` if it holds a checkpoint.
         on_round: called with each round's :class:`RoundLog` (progress bars, logging).
+        comm: run data-parallel over a process group (``backends.distributed``): every rank
+            draws the same global batch from the same seeded generator and plays its slice
+            (``config.batch_size`` is the global batch and must divide by the world size), the
+            prompt history and the metrics are shared across ranks, and only rank 0 writes
+            checkpoints. The policies must average their gradients across ranks themselves.
 
     Returns:
         A :class:`GameResult`.
@@ -380,6 +394,16 @@ def run_game(
             f"config.beta_div={config.beta_div} but no diversity reward was given; pass "
             "diversity=backends.diversity.DiversityReward() or set beta_div=0"
         )
+    shard = (0, 1)
+    if comm is not None:
+        if not isinstance(comm, Communicator):
+            raise TypeError(f"comm must implement gpo_core.protocols.Communicator, got {short(comm)}")
+        shard = (int(comm.rank), int(comm.world_size))
+        if config.batch_size % shard[1]:
+            raise ValueError(
+                f"config.batch_size={config.batch_size} is the global batch and must divide by "
+                f"the world size {shard[1]}; use a multiple of {shard[1]}"
+            )
     ckpt = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
     if ckpt is not None:
         for name, obj in (("defender", defender), ("adversary", adversary)):
@@ -405,25 +429,25 @@ def run_game(
             d_iter.append(_call("defender", "snapshot", defender.snapshot))
             a_iter.append(_call("adversary", "snapshot", adversary.snapshot))
         if config.schedule == "simultaneous":
-            roll = _rollout(defender, adversary, reward, config, seeds, rng)
+            roll = _rollout(defender, adversary, reward, config, seeds, rng, shard)
             d_exp = _defender_experience(roll)
             a_exp, a_metrics = _adversary_experience(roll, config, diversity, history)
             metrics.update(_prefixed("defender", defender.update(d_exp, d_step)))
             metrics.update(_prefixed("adversary", adversary.update(a_exp, a_step)))
             metrics.update(_rollout_metrics(roll, config))
             metrics.update(a_metrics)
-            history.extend(roll.prompts)
+            history.extend(_shared(comm, roll.prompts))
             last_prompts = roll.prompts
         else:
             for _ in range(config.defender_steps):
-                roll = _rollout(defender, adversary, reward, config, seeds, rng)
+                roll = _rollout(defender, adversary, reward, config, seeds, rng, shard)
                 metrics.update(_prefixed("defender", defender.update(_defender_experience(roll), d_step)))
             metrics.update({f"defender_phase/{k}": v for k, v in _rollout_metrics(roll, config).items()})
             for _ in range(config.adversary_steps):
-                roll = _rollout(defender, adversary, reward, config, seeds, rng)
+                roll = _rollout(defender, adversary, reward, config, seeds, rng, shard)
                 a_exp, a_metrics = _adversary_experience(roll, config, diversity, history)
                 metrics.update(_prefixed("adversary", adversary.update(a_exp, a_step)))
-                history.extend(roll.prompts)
+                history.extend(_shared(comm, roll.prompts))
             metrics.update(_rollout_metrics(roll, config))
             metrics.update(a_metrics)
             last_prompts = roll.prompts
@@ -431,9 +455,11 @@ def run_game(
             metrics.update({k: float(v) for k, v in diversity_metrics(list(last_prompts)).items()})
         if config.gap_every and t % config.gap_every == 0:
             metrics.update(estimate_gap(defender, adversary, reward, config, seed_prompts=seeds, rng=rng))
+        if comm is not None:
+            metrics = dict(comm.mean(metrics))
         log = RoundLog(t, metrics)
         logs.append(log)
-        if ckpt is not None:
+        if ckpt is not None and shard[0] == 0:
             _save_checkpoint(ckpt, t, rng, config, defender, adversary, logs, d_iter, a_iter, history)
         if on_round is not None:
             on_round(log)
@@ -502,15 +528,24 @@ def _prefixed(prefix: str, metrics: Mapping[str, float] | None) -> dict[str, flo
     return {f"{prefix}/{k}": float(v) for k, v in (metrics or {}).items()}
 
 
-def _rollout(defender, adversary, reward, config, seeds, rng) -> _Rollout:
+def _shared(comm: Communicator | None, prompts: Sequence[str]) -> list[str]:
+    return list(prompts) if comm is None else list(comm.gather(list(prompts)))
+
+
+def _rollout(defender, adversary, reward, config, seeds, rng, shard=(0, 1)) -> _Rollout:
+    # Every rank draws the same global batch from the same generator and keeps its slice, so the
+    # ranks' slices together are exactly the batch a single process would play.
     if config.conditional_adversary:
         idx = rng.choice(len(seeds), size=config.batch_size, replace=len(seeds) < config.batch_size)
         contexts = [seeds[int(i)] for i in idx]
     else:
         contexts = [""] * config.batch_size
+    rank, world = shard
+    local = config.batch_size // world
+    contexts = contexts[rank * local : (rank + 1) * local]
     ps = adversary.sample(contexts, 1, rng)
     # Each context's weights sum to 1; spread the batch's mass evenly over its contexts.
-    p_weights = np.asarray(ps.weights, dtype=np.float64) / config.batch_size
+    p_weights = np.asarray(ps.weights, dtype=np.float64) / local
     # The defender answers each distinct prompt once, so rows map back to prompts unambiguously.
     index: dict[str, int] = {}
     occ_uniq = np.array([index.setdefault(p, len(index)) for p in ps.outputs], dtype=np.int64)

@@ -36,6 +36,7 @@ __all__ = [
     "RewardModel",
     "Embedder",
     "Diversity",
+    "Communicator",
 ]
 
 
@@ -145,4 +146,31 @@ class Diversity(Protocol):
 
     def __call__(self, prompts: Sequence[str], history: Sequence[str]) -> np.ndarray:
         """Return shape ``(N,)`` diversity rewards."""
+        ...
+
+
+@runtime_checkable
+class Communicator(Protocol):
+    """What the loop needs from a process group to run data-parallel (one process per rank).
+
+    Every rank runs the same loop on its slice of each batch; the policies average their gradients
+    themselves (e.g. ``backends.distributed``), and the loop only needs these collectives.
+    """
+
+    @property
+    def rank(self) -> int:
+        """This process's index, ``0 <= rank < world_size``."""
+        ...
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes."""
+        ...
+
+    def mean(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """The average of each metric over ranks (every rank passes the same keys)."""
+        ...
+
+    def gather(self, texts: Sequence[str]) -> list[str]:
+        """Every rank's texts, concatenated in rank order (the same list on every rank)."""
         ...
