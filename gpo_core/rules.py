@@ -329,6 +329,9 @@ def regret_matching_plus() -> UpdateRule:
     return UpdateRule(init, step, "rm+")
 
 
+_EPS = float(np.finfo(np.float64).eps)
+
+
 def _instant_regret(u: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``u - <u, x>`` with rounding noise set to exactly 0.
 
@@ -336,8 +339,13 @@ def _instant_regret(u: np.ndarray, x: np.ndarray) -> np.ndarray:
     floating point, and regret matching would jump to a pure strategy on that noise (and two
     mathematically equal runs would diverge). Entries within a few ulps of ``max |u|`` are zeroed.
     """
+    if u.ndim == 1:  # one game: BLAS dot products and in-place zeroing (the solver's hot path)
+        regret = u - float(np.dot(u, x))
+        noise = 16.0 * _EPS * max(float(u.max()), -float(u.min()))
+        regret[np.abs(regret) <= noise] = 0.0
+        return regret
     regret = u - np.sum(u * x, axis=-1, keepdims=True)
-    noise = 16.0 * np.finfo(np.float64).eps * np.max(np.abs(u), axis=-1, keepdims=True)
+    noise = 16.0 * _EPS * np.max(np.abs(u), axis=-1, keepdims=True)
     return np.where(np.abs(regret) <= noise, 0.0, regret)
 
 
