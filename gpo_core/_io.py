@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import uuid
 from typing import Any, Iterator
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json"]
@@ -32,8 +32,9 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[str]
     target = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=suffix + ".tmp")
-    os.close(fd)
+    # A fresh unique name that the writer creates itself, so the file gets the usual permissions
+    # (the user's umask); tempfile.mkstemp would leave every saved file readable by its owner only.
+    tmp = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}{suffix}.tmp")
     try:
         yield tmp
         with open(tmp, "rb") as fh:

@@ -351,3 +351,17 @@ def test_estimated_gap_approaches_the_exact_nash_gap_for_tables():
     np.testing.assert_array_equal(d.snapshot(), d2.snapshot())
     np.testing.assert_array_equal(a.snapshot(), a2.snapshot())
     assert metrics["gap/adversary_gain"] >= 0 and metrics["gap/defender_gain"] >= 0
+
+
+def test_saved_files_get_the_users_usual_permissions(tmp_path):
+    import stat
+
+    from gpo_core._io import atomic_write_text
+
+    path = tmp_path / "report.txt"
+    atomic_write_text(path, "hello")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert path.read_text() == "hello"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.txt"]  # no temporary left behind
