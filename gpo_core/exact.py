@@ -127,7 +127,9 @@ def solve_qre(
         max_iter: Newton iterations allowed.
 
     Raises:
-        RuntimeError: if ``tol`` is not reached in ``max_iter`` iterations.
+        RuntimeError: if the residual stays above ``max(tol, 64 eps max|A| / alpha)`` (the
+            rounding floor of ``A y / alpha``; ~1e-12 at ``max|A|/alpha = 1e5``) after
+            ``max_iter`` iterations.
 
     Examples:
         >>> import gpo_core as gc
@@ -183,7 +185,10 @@ def _qre_one(a, alpha, lrx, lry, tol, max_iter):
             temp = max(0.5 * temp, alpha)
             x, y, s, t = _newton(a, temp, lrx, lry, s, t, tol, max_iter)
         res = _prob_residual(a, alpha, lrx, lry, x, y)
-    if res > tol and res > 1e-12:
+    # Rounding bounds what any solver can reach: A y / alpha carries an error of about
+    # eps * |A| / alpha in the logits, hence in the probabilities. Accept that floor.
+    floor = max(tol, 1e-12, 64.0 * np.finfo(np.float64).eps * max(big, 1e-300) / alpha)
+    if res > floor:
         raise RuntimeError(
             f"solve_qre did not reach the residual tol={tol:g} in max_iter={max_iter} "
             f"iterations (reached {res:.3g}); raise max_iter or alpha"

@@ -256,3 +256,16 @@ def test_lp_of_a_200x300_random_game_has_zero_gap():
     game = gc.MatrixGame.random(200, 300, seed=0)
     sol = gc.solve_lp(game)
     assert float(gc.nash_gap(game, sol.row, sol.col)) < 1e-7
+
+
+def test_qre_far_from_the_magnet_is_accepted_at_the_rounding_floor():
+    """|A|/alpha = 1e5: rounding in A y / alpha bounds the reachable residual near eps*|A|/alpha
+    (here ~1e-12, above the old absolute 1e-12 cutoff, which raised RuntimeError)."""
+    game = gc.MatrixGame([[1, 9, -5], [7, 4, -10], [-2, 8, 1]])
+    alpha = 1e-4
+    qre = gc.solve_qre(game, alpha=alpha)
+    floor = 64 * np.finfo(float).eps * 10 / alpha
+    assert qre.residual <= floor
+    a = game.payoff
+    np.testing.assert_allclose(qre.row, gc.softmax(np.log(np.full(3, 1 / 3)) + a @ qre.col / alpha), atol=floor)
+    np.testing.assert_allclose(qre.col, gc.softmax(np.log(np.full(3, 1 / 3)) - a.T @ qre.row / alpha), atol=floor)
