@@ -33,31 +33,11 @@ def gap(payoff: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------- exact solvers
 def highs_solve_lp(payoff: np.ndarray, warmup: bool = False):
-    """gpo_core.solve_lp: two LPs (row and column player) with scipy's HiGHS."""
+    """gpo_core.solve_lp: one HiGHS LP, the column strategy read from its duals."""
     import gpo_core as gc
 
     sol = gc.solve_lp(gc.MatrixGame(_pick(payoff, warmup)))
     return sol.row, sol.col
-
-
-def highs_one_lp(payoff: np.ndarray, warmup: bool = False):
-    """One HiGHS LP for the row player; the column strategy is the LP's dual (the marginals)."""
-    from scipy.optimize import linprog
-
-    a = _pick(payoff, warmup)
-    m, n = a.shape
-    res = linprog(
-        c=np.r_[np.zeros(m), -1.0],
-        A_ub=np.c_[-a.T, np.ones(n)],
-        b_ub=np.zeros(n),
-        A_eq=np.r_[np.ones(m), 0.0][None, :],
-        b_eq=[1.0],
-        bounds=[(0, None)] * m + [(None, None)],
-        method="highs",
-    )
-    if res.status != 0:
-        raise RuntimeError(res.message)
-    return normalise(res.x[:m]), normalise(-res.ineqlin.marginals)
 
 
 def openspiel_lp(payoff: np.ndarray, warmup: bool = False):

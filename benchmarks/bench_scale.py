@@ -79,11 +79,11 @@ def part_a(sizes: list[int], cap: float, highs_cap: float, threads: int, tol: fl
             highs_ok = status == "ok"
             if highs_ok:
                 hgap = sv.gap(game.payoff, *result)
-                rows.append([n, "HiGHS: gc.solve_lp (2 LPs)", cm.fmt_time(highs_s), "1.00×",
+                rows.append([n, "HiGHS: gc.solve_lp (1 LP + duals)", cm.fmt_time(highs_s), "1.00×",
                              "—", "—",
                              f"exact (gap {hgap:.0e})"])
             else:
-                rows.append([n, "HiGHS: gc.solve_lp (2 LPs)", f"not finished in {highs_cap:g} s",
+                rows.append([n, "HiGHS: gc.solve_lp (1 LP + duals)", f"not finished in {highs_cap:g} s",
                              "—", "—", "—", status])
             base_iters = None
             timings = []

@@ -177,8 +177,7 @@ def run_gpo(
 
 # ------------------------------------------------------------------------- exact solvers
 EXACT = (
-    ("HiGHS: gc.solve_lp (2 LPs)", "highs_solve_lp"),
-    ("HiGHS: linprog, 1 LP + duals", "highs_one_lp"),
+    ("HiGHS: gc.solve_lp (1 LP + duals)", "highs_solve_lp"),
     ("nashpy linear_program (scipy linprog)", "nashpy_lp"),
     ("OpenSpiel lp_solver (cvxpy+ECOS)", "openspiel_lp"),
     ("nashpy support enumeration", "nashpy_support_enumeration"),
