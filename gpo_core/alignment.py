@@ -88,7 +88,8 @@ class GameConfig:
         seed_mix: share of each defender batch made of raw seed prompts (0 = only adversarial).
         conditional_adversary: the adversary rewrites seed prompts (True) or writes prompts from
             an empty context (False, the theory's unconditional ``mu``).
-        output: which defender the result's ``policy`` refers to: ``"average"`` or ``"last"``.
+        output: which defender :meth:`GameResult.defender_policy` returns: ``"average"`` (the
+            mixture of iterates Theorem 3.2 is about) or ``"last"`` (Algorithm 1's output).
         attack_threshold: a response whose reward is below this counts as a successful attack.
         snapshot_every: keep an iterate snapshot every this many rounds for the average.
         gap_every: estimate the Nash gap of the current iterates every this many rounds
@@ -139,6 +140,10 @@ class GameConfig:
             raise ValueError(f"schedule must be 'alternating' or 'simultaneous', got {self.schedule!r}")
         if self.kl_anchor not in ("previous", "initial"):
             raise ValueError(f"kl_anchor must be 'previous' or 'initial', got {self.kl_anchor!r}")
+        if not isinstance(self.conditional_adversary, bool):
+            raise TypeError(
+                f"conditional_adversary must be true or false, got {short(self.conditional_adversary)}"
+            )
         if self.output not in ("average", "last"):
             raise ValueError(f"output must be 'average' or 'last', got {self.output!r}")
         if not (0.0 <= float(self.seed_mix) < 1.0):
@@ -223,6 +228,13 @@ class GameResult:
     def metric(self, key: str) -> np.ndarray:
         """One metric over rounds (``nan`` where a round did not log it)."""
         return np.array([log.metrics.get(key, math.nan) for log in self.logs])
+
+    def defender_policy(self, defender: Policy) -> Policy:
+        """The defender ``config.output`` asks for: the mixture of its iterates, or ``defender``
+        itself (its last iterate) -- pass the policy object the game trained."""
+        if self.config.output == "last":
+            return defender
+        return MixturePolicy(defender, self.defender_iterates)
 
 
 class MixturePolicy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -102,6 +103,10 @@ def test_averaged_policy_is_the_mixture_of_iterates():
     for o, w in zip(s.outputs, s.weights):
         total[outputs.index(o)] += w
     assert math.isclose(total.sum(), 1.0, rel_tol=1e-12)
+    # the result hands out the policy config.output names
+    assert isinstance(res.defender_policy(d), MixturePolicy)
+    last = GameConfig(**{**res.config.to_dict(), "output": "last"})
+    assert dataclasses.replace(res, config=last).defender_policy(d) is d
     # the mixture restores the policy it borrowed
     np.testing.assert_array_equal(d.snapshot(), res.defender_iterates[-1] * 0 + d.snapshot())
     with pytest.raises(TypeError, match="evaluation policy"):
@@ -218,6 +223,8 @@ def test_input_validation():
                       ({"kl_anchor": "initial"}, "defender_alpha"), ({"beta_div": -1.0}, "beta_div")]:
         with pytest.raises((ValueError, TypeError), match=match):
             GameConfig(**kw)
+    with pytest.raises(TypeError, match="conditional_adversary"):
+        GameConfig(conditional_adversary="no")
     with pytest.raises(ValueError, match="unknown config keys"):
         GameConfig.from_dict({"roundz": 3})
 
