@@ -27,11 +27,14 @@ def short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def as_real_array(value: Any, name: str, *, min_ndim: int = 0) -> np.ndarray:
-    """Convert ``value`` to a finite float64 array or raise naming ``name``.
+def as_real_array(
+    value: Any, name: str, *, min_ndim: int = 0, keep_float32: bool = False
+) -> np.ndarray:
+    """Convert ``value`` to a finite float64 numpy array (a copy) or raise naming ``name``.
 
     Objects exposing ``__array__`` or ``__dlpack__`` (numpy, torch on CPU, ...) are accepted;
-    booleans, strings and complex numbers are not.
+    booleans, strings and complex numbers are not. With ``keep_float32`` a float32 input stays
+    float32 (gpo_core's games and rules compute in float32 when handed float32).
     """
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a real numeric array, got the string {short(value)}")
@@ -46,7 +49,8 @@ def as_real_array(value: Any, name: str, *, min_ndim: int = 0) -> np.ndarray:
             f"{name} must hold real numbers (int or float), got dtype {arr.dtype} "
             f"from {short(value)}"
         )
-    arr = arr.astype(np.float64, copy=True)
+    keep = keep_float32 and arr.dtype == np.float32
+    arr = arr.astype(np.float32 if keep else np.float64, copy=True)
     if arr.ndim < min_ndim:
         raise ValueError(
             f"{name} must have at least {min_ndim} dimension(s), got shape {arr.shape} "
@@ -90,26 +94,43 @@ def check_positive_int(value: Any, name: str) -> int:
     return out
 
 
-def check_strategy(value: Any, name: str, size: int, *, atol: float = 1e-8) -> np.ndarray:
+def check_strategy(
+    value: Any, name: str, size: int, *, atol: float = 1e-8, like: Any = None
+) -> np.ndarray:
     """Check that ``value`` is a probability vector (or batch of them) over ``size`` actions.
 
-    Returns a float64 copy, renormalised to remove the rounding that ``atol`` tolerates.
+    Returns a float64 numpy copy, renormalised to remove the rounding that ``atol`` tolerates.
+    With ``like`` (an array: a game's payoff, a rule's logits) the result takes ``like``'s
+    library, dtype and device instead, and ``value`` may be a numpy array or a tensor; the check
+    runs in float64 in ``value``'s own library, with the sum tolerance widened to float32's
+    rounding when ``value`` is float32.
     """
-    arr = as_real_array(value, name, min_ndim=1)
+    if like is None:
+        xp, arr, tol = np, as_real_array(value, name, min_ndim=1), max(atol, 1e-8) * size
+    else:
+        from gpo_core import _xp  # noqa: PLC0415  (_xp imports this module)
+
+        arr = _xp.as_float_array(value, name, min_ndim=1)
+        xp = _xp.namespace(arr)
+        tol = max(atol, 1e-8, 8.0 * _xp.eps(xp, arr.dtype)) * size
+        arr = arr.astype(np.float64, copy=False) if xp is np else xp.astype(arr, xp.float64)
     if arr.shape[-1] != size:
         raise ValueError(
             f"{name} must have {size} entries on its last axis (one per action), "
-            f"got shape {arr.shape}"
+            f"got shape {tuple(arr.shape)}"
         )
-    if np.any(arr < -atol):
+    if xp.any(arr < -atol):
         raise ValueError(
             f"{name} must be a probability vector, got negative entries in {short(value)}"
         )
-    total = arr.sum(axis=-1)
-    if np.any(np.abs(total - 1.0) > max(atol, 1e-8) * size):
+    total = xp.sum(arr, axis=-1)
+    if xp.any(xp.abs(total - 1.0) > tol):
+        if xp is not np:
+            total = _xp.to_numpy(total)
         raise ValueError(
             f"{name} must sum to 1 over its last axis (a point on the simplex), got sums "
             f"{short(np.round(total, 12).tolist())}; divide by the sum or use gpo_core.softmax"
         )
-    arr = np.clip(arr, 0.0, None)
-    return arr / arr.sum(axis=-1, keepdims=True)
+    arr = xp.clip(arr, 0.0, None)
+    arr = arr / xp.sum(arr, axis=-1, keepdims=True)
+    return arr if like is None else _xp.convert(arr, like, name)
