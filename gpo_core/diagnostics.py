@@ -15,6 +15,10 @@ r"""Diagnostics: pure functions of a game and a profile; none of them mutates it
   (:func:`gpo_core.solve_qre`).
 * :func:`external_regret` -- :math:`\max_i \sum_t u_{t,i} - \sum_t \langle u_t, x_t\rangle`.
 * :func:`best_response` -- a pure best response and its value.
+
+Each diagnostic computes in the game's library, dtype and device (a torch game gives torch
+results; strategies from another library are converted to the game's); :func:`external_regret`
+in that of its ``utilities``.
 """
 
 from __future__ import annotations
@@ -23,18 +27,21 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from gpo_core._validate import as_real_array, check_positive, check_strategy, short
+from gpo_core import _xp
+from gpo_core._validate import check_positive, check_strategy, short
 from gpo_core.games import MatrixGame, col_utilities, row_utilities
-from gpo_core.simplex import kl, logsumexp, safe_log
+from gpo_core.simplex import _logsumexp, _safe_log, kl
 
 __all__ = ["nash_gap", "regularized_gap", "external_regret", "best_response", "BestResponse"]
 
 
-def _profile(game: Any, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _profile(game: Any, x: Any, y: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """``(xp, payoff, x, y)`` with ``x`` and ``y`` checked and moved to the payoff's library."""
     if not isinstance(game, MatrixGame):
         raise TypeError(f"game must be a gpo_core.MatrixGame, got {short(game)}")
     m, n = game.shape
-    return game.payoff, check_strategy(x, "x", m), check_strategy(y, "y", n)
+    a = game.payoff
+    return _xp.namespace(a), a, check_strategy(x, "x", m, like=a), check_strategy(y, "y", n, like=a)
 
 
 def nash_gap(game: MatrixGame, x: Any, y: Any) -> np.ndarray:
@@ -46,9 +53,9 @@ def nash_gap(game: MatrixGame, x: Any, y: Any) -> np.ndarray:
         >>> float(gc.nash_gap(rps, [1/3] * 3, [1/3] * 3)), float(gc.nash_gap(rps, [1, 0, 0], [1, 0, 0]))
         (0.0, 2.0)
     """
-    payoff, x, y = _profile(game, x, y)
-    gap = np.max(row_utilities(payoff, y), axis=-1) + np.max(col_utilities(payoff, x), axis=-1)
-    return np.maximum(gap, 0.0)
+    xp, payoff, x, y = _profile(game, x, y)
+    gap = xp.max(row_utilities(payoff, y), axis=-1) + xp.max(col_utilities(payoff, x), axis=-1)
+    return _xp.maximum(xp, gap, 0.0)
 
 
 def regularized_gap(
@@ -67,15 +74,23 @@ def regularized_gap(
         alpha: regularisation weight ``> 0``.
         magnet_row, magnet_col: reference distributions (uniform if ``None``).
     """
-    payoff, x, y = _profile(game, x, y)
+    xp, payoff, x, y = _profile(game, x, y)
     alpha = check_positive(alpha, "alpha")
     m, n = game.shape
-    rho_x = np.full(m, 1.0 / m) if magnet_row is None else check_strategy(magnet_row, "magnet_row", m)
-    rho_y = np.full(n, 1.0 / n) if magnet_col is None else check_strategy(magnet_col, "magnet_col", n)
-    best_row = alpha * logsumexp(safe_log(rho_x) + row_utilities(payoff, y) / alpha)
-    best_col = alpha * logsumexp(safe_log(rho_y) + col_utilities(payoff, x) / alpha)
+    rho_x = (
+        _xp.full(xp, (m,), 1.0 / m, payoff)
+        if magnet_row is None
+        else check_strategy(magnet_row, "magnet_row", m, like=payoff)
+    )
+    rho_y = (
+        _xp.full(xp, (n,), 1.0 / n, payoff)
+        if magnet_col is None
+        else check_strategy(magnet_col, "magnet_col", n, like=payoff)
+    )
+    best_row = alpha * _logsumexp(xp, _safe_log(xp, rho_x) + row_utilities(payoff, y) / alpha)
+    best_col = alpha * _logsumexp(xp, _safe_log(xp, rho_y) + col_utilities(payoff, x) / alpha)
     gap = best_row + best_col + alpha * kl(x, rho_x) + alpha * kl(y, rho_y)
-    return np.maximum(gap, 0.0)
+    return _xp.maximum(xp, gap, 0.0)
 
 
 def external_regret(utilities: Any, strategies: Any) -> np.ndarray:
@@ -92,15 +107,17 @@ def external_regret(utilities: Any, strategies: Any) -> np.ndarray:
         >>> float(external_regret([[1.0, 0.0], [1.0, 0.0]], [[0.5, 0.5], [0.5, 0.5]]))
         1.0
     """
-    u = as_real_array(utilities, "utilities", min_ndim=2)
+    u = _xp.as_float_array(utilities, "utilities", min_ndim=2)
     if u.shape[0] == 0:
         raise ValueError("utilities must hold at least one step (T >= 1), got an empty sequence")
-    p = check_strategy(strategies, "strategies", u.shape[-1])
+    p = check_strategy(strategies, "strategies", u.shape[-1], like=u)
     if p.shape != u.shape:
         raise ValueError(
-            f"strategies must have the same shape as utilities {u.shape}, got {p.shape}"
+            f"strategies must have the same shape as utilities {tuple(u.shape)}, "
+            f"got {tuple(p.shape)}"
         )
-    return np.max(np.sum(u, axis=0), axis=-1) - np.sum(u * p, axis=(0, -1))
+    xp = _xp.namespace(u)
+    return xp.max(xp.sum(u, axis=0), axis=-1) - xp.sum(u * p, axis=(0, -1))
 
 
 class BestResponse(NamedTuple):
@@ -129,15 +146,21 @@ def best_response(
     if not isinstance(game, MatrixGame):
         raise TypeError(f"game must be a gpo_core.MatrixGame, got {short(game)}")
     m, n = game.shape
+    a = game.payoff
     if player == "row":
-        utils = row_utilities(game.payoff, check_strategy(opponent, "opponent", n))
+        utils = row_utilities(a, check_strategy(opponent, "opponent", n, like=a))
         size = m
     elif player == "col":
-        utils = col_utilities(game.payoff, check_strategy(opponent, "opponent", m))
+        utils = col_utilities(a, check_strategy(opponent, "opponent", m, like=a))
         size = n
     else:
         raise ValueError(f"player must be 'row' or 'col', got {player!r}")
-    action = np.argmax(utils, axis=-1)
-    strategy = np.eye(size)[action]
-    value = np.max(utils, axis=-1)
+    xp = _xp.namespace(a)
+    action = xp.argmax(utils, axis=-1)
+    if xp is np:
+        strategy = np.eye(size, dtype=a.dtype)[action]
+    else:  # one-hot by comparison: integer-array indexing is not in every array-API version
+        hot = xp.arange(size, device=_xp.device(a)) == action[..., None]
+        strategy = xp.astype(hot, a.dtype)
+    value = xp.max(utils, axis=-1)
     return BestResponse(strategy, action, value if player == "row" else -value)

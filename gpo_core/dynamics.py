@@ -18,6 +18,10 @@ Because utilities are linear in the opponent's strategy, :math:`A\bar y_T` and
 :math:`A^\top\bar x_T` are weighted sums of utilities already computed (divided by the total
 weight), so the Nash gap of the
 average is recorded at every step for free: one step costs the two matrix-vector products.
+
+:func:`play` runs in the library, dtype and device of ``game.payoff``: a float32 game runs in
+float32, and a game built from a torch tensor runs in torch on the tensor's device (a GPU for big
+games), with no change to the call. See :class:`Trajectory` for which fields follow the game.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from gpo_core import _xp
 from gpo_core._validate import check_positive, check_positive_int, check_strategy, short
 from gpo_core.games import MatrixGame, col_utilities, row_utilities
 from gpo_core.rules import UpdateRule
-from gpo_core.simplex import safe_log, softmax
+from gpo_core.simplex import _safe_log, _softmax
 
 __all__ = ["Profile", "Trajectory", "play"]
 
@@ -58,6 +63,11 @@ class Trajectory:
         num_steps: steps actually run (fewer than asked when ``tol`` was reached).
         row_state: the row rule's final state (continue with ``row_rule.step``).
         col_state: the column rule's final state.
+
+    ``last``, ``average``, ``nash_gap``, ``last_gap`` and the rule states are arrays of the game's
+    library, dtype and device (numpy arrays of the payoff's dtype, float64 or float32, for a numpy
+    game; torch tensors on the payoff's device for a torch game); ``steps`` is always a numpy
+    int64 array and ``num_steps`` an int.
     """
 
     last: Profile
@@ -95,7 +105,9 @@ def play(
         row_rule: update rule of the row player (the defender).
         col_rule: update rule of the column player (the adversary); ``row_rule`` if ``None``.
         steps: number of updates ``T >= 1``.
-        x0, y0: initial strategies (probability vectors); uniform if ``None``.
+        x0, y0: initial strategies (probability vectors); uniform if ``None``. They may come from
+            another library than the game (a numpy array for a torch game, or the reverse):
+            they are converted to the game's library, dtype and device.
         alternating: update the row player first and let the column player answer the new
             strategy (GPO's defender-first schedule) instead of updating both at once.
         averaging: weights of the average: ``"uniform"`` (the theory's), ``"linear"`` or
@@ -129,35 +141,37 @@ def play(
     tol = None if tol is None else check_positive(tol, "tol")
 
     payoff = game.payoff
+    xp = _xp.namespace(payoff)  # numpy, or the tensor library: resolved once for the whole run
     m, n = game.shape
     batch = game.batch_shape
-    x = _initial(x0, "x0", m, batch)
-    y = _initial(y0, "y0", n, batch)
-    row_state = row_rule.init(safe_log(x))
-    col_state = col_rule.init(safe_log(y))
+    x = _initial(xp, x0, "x0", m, batch, payoff)
+    y = _initial(xp, y0, "y0", n, batch, payoff)
+    row_state = row_rule.init(_safe_log(xp, x))
+    col_state = col_rule.init(_safe_log(xp, y))
     power = _POWERS[averaging]
 
     # Weighted sums, updated in place (no temporaries on the hot path); averages = sums / weight.
-    x_sum = np.zeros_like(x)
-    y_sum = np.zeros_like(y)
-    ux_sum = np.zeros_like(x)  # sum_t w_t A y_t    = W * A y_bar
-    uy_sum = np.zeros_like(y)  # sum_t w_t -A^T x_t = W * (-A^T x_bar)
+    x_sum = xp.zeros_like(x)
+    y_sum = xp.zeros_like(y)
+    ux_sum = xp.zeros_like(x)  # sum_t w_t A y_t    = W * A y_bar
+    uy_sum = xp.zeros_like(y)  # sum_t w_t -A^T x_t = W * (-A^T x_bar)
     weight_sum = 0.0
     uy = col_utilities(payoff, x)  # -A^T x_1 (carried forward: alternating needs x_t's utility)
     n_rec = (steps + record_every - 1) // record_every
     rec_steps = np.zeros(n_rec, dtype=np.int64)
-    rec_gap = np.zeros((n_rec, *batch))
-    rec_last = np.zeros((n_rec, *batch))
+    # The recorded gaps stay on the game's device: no host round trip per step.
+    rec_gap = _xp.full(xp, (n_rec, *batch), 0.0, payoff)
+    rec_last = _xp.full(xp, (n_rec, *batch), 0.0, payoff)
     k = 0
     t = 0
     for t in range(1, steps + 1):
         ux = row_utilities(payoff, y)  # A y_t
         uy_t = uy  # -A^T x_t
         row_state = row_rule.step(row_state, ux)
-        x_next = _probabilities(row_state)
+        x_next = _probabilities(xp, row_state)
         uy = col_utilities(payoff, x_next)  # -A^T x_{t+1}
         col_state = col_rule.step(col_state, uy if alternating else uy_t)
-        y_next = _probabilities(col_state)
+        y_next = _probabilities(xp, col_state)
 
         w = float(t) ** power
         weight_sum += w
@@ -174,12 +188,12 @@ def play(
 
         last = t == steps
         if t % record_every == 0 or last or tol is not None:
-            gap = (np.max(ux_sum, axis=-1) + np.max(uy_sum, axis=-1)) / weight_sum
-            stop = tol is not None and bool(np.all(gap <= tol))
+            gap = (xp.max(ux_sum, axis=-1) + xp.max(uy_sum, axis=-1)) / weight_sum
+            stop = tol is not None and bool(xp.all(gap <= tol))
             if t % record_every == 0 or last or stop:
                 rec_steps[k] = t
                 rec_gap[k] = gap
-                rec_last[k] = np.max(ux, axis=-1) + np.max(uy_t, axis=-1)
+                rec_last[k] = xp.max(ux, axis=-1) + xp.max(uy_t, axis=-1)
                 k += 1
             if stop:
                 x, y = x_next, y_next
@@ -187,30 +201,32 @@ def play(
         x, y = x_next, y_next
 
     return Trajectory(
-        last=Profile(np.array(x, copy=True), np.array(y, copy=True)),
+        last=Profile(_xp.copy(xp, x), _xp.copy(xp, y)),
         average=Profile(x_sum / weight_sum, y_sum / weight_sum),
         steps=rec_steps[:k],
-        nash_gap=np.maximum(rec_gap[:k], 0.0),
-        last_gap=np.maximum(rec_last[:k], 0.0),
+        nash_gap=_xp.maximum(xp, rec_gap[:k], 0.0),
+        last_gap=_xp.maximum(xp, rec_last[:k], 0.0),
         num_steps=t,
         row_state=row_state,
         col_state=col_state,
     )
 
 
-def _probabilities(state: Any) -> np.ndarray:
+def _probabilities(xp: Any, state: Any) -> np.ndarray:
     """The strategy a state plays: its ``strategy`` field if it keeps one, else softmax(logits)."""
     strategy = getattr(state, "strategy", None)
-    return softmax(state.logits) if strategy is None else strategy
+    return _softmax(xp, state.logits) if strategy is None else strategy
 
 
-def _initial(value: Any, name: str, size: int, batch: tuple[int, ...]) -> np.ndarray:
+def _initial(
+    xp: Any, value: Any, name: str, size: int, batch: tuple[int, ...], payoff: Any
+) -> np.ndarray:
     if value is None:
-        return np.full((*batch, size), 1.0 / size)
-    arr = check_strategy(value, name, size)
+        return _xp.full(xp, (*batch, size), 1.0 / size, payoff)
+    arr = check_strategy(value, name, size, like=payoff)
     try:
-        return np.broadcast_to(arr, (*batch, size)).copy()
-    except ValueError as exc:
+        return _xp.copy(xp, xp.broadcast_to(arr, (*batch, size)))
+    except (ValueError, RuntimeError) as exc:  # torch reports a bad broadcast as RuntimeError
         raise ValueError(
             f"{name} must broadcast to the game's batch: shape {(*batch, size)} or (..., {size}), "
             f"got shape {arr.shape}; give one strategy, or one per game"

@@ -8,17 +8,24 @@ for the player receiving them, so the row player gets :math:`A y` and the column
 :math:`-A^\top x`; no constructor ever flips a sign behind the user's back.
 
 ``payoff`` may carry leading batch axes, shape ``(..., m, n)``: a batch of games solved together.
+It may be a numpy array (stored read-only, float32 if given float32 and float64 otherwise) or a
+torch tensor (stored as a copy in torch, on its device, float32 or float64 by the same rule; torch
+cannot make it read-only, so do not edit ``game.payoff`` in place). Everything that plays or
+measures the game (:func:`gpo_core.play`, the rules, :func:`gpo_core.nash_gap`, ...) then computes
+in the payoff's library, dtype and device; see ``gpo_core._xp``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
 import numpy as np
 
-from gpo_core._validate import as_real_array, check_positive_int, check_strategy, short
+from gpo_core import _xp
+from gpo_core._validate import check_positive_int, check_strategy, short
 
 __all__ = ["MatrixGame"]
 
@@ -29,6 +36,8 @@ class MatrixGame:
 
     Args:
         payoff: array-like of shape ``(..., m, n)``, finite real numbers; the row player's payoff.
+            A torch tensor (CPU or CUDA) stays a torch tensor on its device (needs
+            ``pip install "gpo[array]"``); float32 stays float32, anything else becomes float64.
         name: optional label used in reports.
 
     Examples:
@@ -44,14 +53,15 @@ class MatrixGame:
     name: str = ""
 
     def __init__(self, payoff: Any, name: str = "") -> None:
-        arr = as_real_array(payoff, "payoff", min_ndim=2)
-        if arr.shape[-1] == 0 or arr.shape[-2] == 0 or arr.size == 0:
+        arr = _xp.as_float_array(payoff, "payoff", min_ndim=2)
+        if math.prod(arr.shape) == 0:
             raise ValueError(
-                f"payoff must have at least one row and one column, got shape {arr.shape}"
+                f"payoff must have at least one row and one column, got shape {tuple(arr.shape)}"
             )
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {short(name)}")
-        arr.setflags(write=False)  # games are values: nobody may edit a game in place
+        if isinstance(arr, np.ndarray):
+            arr.setflags(write=False)  # games are values: nobody may edit a game in place
         object.__setattr__(self, "payoff", arr)
         object.__setattr__(self, "name", name)
 
@@ -64,7 +74,7 @@ class MatrixGame:
     @property
     def batch_shape(self) -> tuple[int, ...]:
         """Leading axes: ``()`` for a single game."""
-        return self.payoff.shape[:-2]
+        return tuple(self.payoff.shape[:-2])
 
     @property
     def payoff_range(self) -> float:
@@ -78,21 +88,26 @@ class MatrixGame:
 
     # ---------------------------------------------------------------- payoffs
     def utilities(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Per-action utilities ``(A y, -A^T x)``, each "higher is better" for its player."""
+        """Per-action utilities ``(A y, -A^T x)``, each "higher is better" for its player.
+
+        ``x`` and ``y`` are moved to the payoff's library, dtype and device, and so are the results.
+        """
         m, n = self.shape
-        x = check_strategy(x, "x", m)
-        y = check_strategy(y, "y", n)
+        x = check_strategy(x, "x", m, like=self.payoff)
+        y = check_strategy(y, "y", n, like=self.payoff)
         return row_utilities(self.payoff, y), col_utilities(self.payoff, x)
 
     def value(self, x: Any, y: Any) -> np.ndarray:
         """Expected payoff ``x^T A y`` to the row player (a scalar, or one per batched game)."""
         u_row, _ = self.utilities(x, y)
         m = self.shape[0]
-        return np.sum(check_strategy(x, "x", m) * u_row, axis=-1)
+        xp = _xp.namespace(self.payoff)
+        return xp.sum(check_strategy(x, "x", m, like=self.payoff) * u_row, axis=-1)
 
     def swap(self) -> MatrixGame:
         """The same game with the players' roles exchanged: payoff ``-A^T``."""
-        return MatrixGame(-np.swapaxes(self.payoff, -1, -2), name=f"swap({self.name})")
+        xp = _xp.namespace(self.payoff)
+        return MatrixGame(-_xp.swap_last(xp, self.payoff), name=f"swap({self.name})")
 
     # ----------------------------------------------------------- constructors
     @classmethod
@@ -207,16 +222,17 @@ def _openspiel_payoffs(pyspiel: Any, game: Any) -> tuple[np.ndarray, np.ndarray]
     return row, col
 
 
-# Shared kernels (no validation): the hot path of every solver calls these directly.
+# Shared kernels (no validation): the hot path of every solver calls these directly. The `@`
+# operator keeps them library-neutral (numpy's `@` is np.matmul; a tensor's is torch.matmul).
 def row_utilities(payoff: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``A y`` over the last axes (batched matrix-vector product)."""
     if payoff.ndim == 2 and y.ndim == 1:
         return payoff @ y
-    return np.matmul(payoff, y[..., :, None])[..., 0]
+    return (payoff @ y[..., :, None])[..., 0]
 
 
 def col_utilities(payoff: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``-A^T x`` over the last axes: the column (minimising) player's utilities."""
     if payoff.ndim == 2 and x.ndim == 1:
         return -(x @ payoff)
-    return -np.matmul(x[..., None, :], payoff)[..., 0, :]
+    return -(x[..., None, :] @ payoff)[..., 0, :]

@@ -45,8 +45,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpo_core.rules import UpdateRule, _check_utilities, _init_logits, _instant_regret
-from gpo_core.simplex import safe_log, softmax
+from gpo_core import _xp
+from gpo_core.rules import (
+    UpdateRule,
+    _check_utilities,
+    _init_logits,
+    _instant_regret,
+    _normalise_or_keep,
+)
+from gpo_core.simplex import _safe_log, _softmax
 
 __all__ = ["PRMPlusState", "predictive_regret_matching_plus"]
 
@@ -82,28 +89,24 @@ def predictive_regret_matching_plus() -> UpdateRule:
     """
 
     def init(logits: Any) -> PRMPlusState:
-        z = _init_logits(logits)
-        return PRMPlusState(z, softmax(z), np.zeros_like(z), 0)
+        xp, z = _init_logits(logits)
+        return PRMPlusState(z, _softmax(xp, z), xp.zeros_like(z), 0)
 
     def step(state: PRMPlusState, utilities: Any) -> PRMPlusState:
-        u = _check_utilities(state.logits, utilities)
+        xp, u = _check_utilities(state.logits, utilities)
         x = state.strategy
         # u - <u, x>, with 1-ulp rounding noise zeroed exactly as RM+ does: when all actions tie
         # the regret (and so the prediction) is 0 and PRM+ keeps its strategy instead of jumping.
-        regret = _instant_regret(u, x)  # a new array: the in-place updates below touch no input
-        q = state.cum_regret + regret
-        np.maximum(q, 0.0, out=q)  # Q' = [Q + r]^+
-        theta = q + regret
-        np.maximum(theta, 0.0, out=theta)  # theta = [Q' + r]^+
-        total = np.sum(theta, axis=-1, keepdims=True)
-        if total.min() > 0:  # the common case: no fallback, so no np.where copies
+        regret = _instant_regret(u, x, xp)  # a new array: the updates below touch no input
+        q = _xp.relu_(xp, state.cum_regret + regret)  # Q' = [Q + r]^+
+        theta = _xp.relu_(xp, q + regret)  # theta = [Q' + r]^+
+        total = xp.sum(theta, axis=-1, keepdims=True)
+        if (total.min() if xp is np else xp.min(total)) > 0:  # common: no fallback, no copies
             theta /= total
-            return PRMPlusState(safe_log(theta), theta, q, state.count + 1)
+            return PRMPlusState(_safe_log(xp, theta), theta, q, state.count + 1)
         # No positive predicted regret: keep playing the current strategy (any point of the
         # simplex keeps the guarantee, see the module docstring).
-        positive = total > 0
-        p = np.where(positive, theta / np.where(positive, total, 1.0), x)
-        z = np.where(positive, safe_log(p), state.logits)
+        z, p = _normalise_or_keep(xp, theta, total, x, state.logits)
         return PRMPlusState(z, p, q, state.count + 1)
 
     return UpdateRule(init, step, "prm+")

@@ -31,6 +31,10 @@ The rules, in closed form (:math:`z` = logits, :math:`u` = utilities, :math:`\rh
 
 :func:`mirror_step` is the one formula shared by every mirror rule and by the LLM backends,
 which fit a network to the same target on samples.
+
+Arrays: a rule computes in the library, dtype and device of the logits it was initialised with
+(numpy, float32 or float64; or a torch tensor, see ``gpo_core._xp``), and every state field stays
+there; utilities from another library or dtype are converted to the state's.
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
-from gpo_core._validate import as_real_array, check_nonnegative, check_strategy, short
+from gpo_core import _xp
+from gpo_core._validate import check_nonnegative, check_strategy, short
 from gpo_core.schedules import Constant, Schedule, as_schedule
-from gpo_core.simplex import log_softmax, safe_log, softmax
+from gpo_core.simplex import _log_softmax, _safe_log, _softmax
+from gpo_core.simplex import softmax  # noqa: F401  (the doctests below use it)
 
 __all__ = [
     "RuleState",
@@ -132,22 +138,45 @@ def mirror_step(
     proximal term (anchor to the magnet only: :math:`\log\rho + u/\alpha`), which is the fixed
     reference-model KL of standard RLHF and of GPO's released code.
 
+    The result is in ``logits``' library, dtype and device; ``utilities`` and an array
+    ``log_magnet`` are converted to it (``log_magnet`` may hold ``-inf`` for actions the magnet
+    never plays).
+
     Examples:
         >>> z = mirror_step(np.zeros(2), np.array([1.0, 0.0]), eta=np.log(3.0))
         >>> softmax(z).round(6).tolist()
         [0.75, 0.25]
     """
     _check_mirror_params(eta, alpha)
-    return _mirror_step(logits, utilities, eta, alpha, log_magnet)
+    if isinstance(logits, (str, bytes)):
+        raise TypeError(f"logits must be a real numeric array, got the string {short(logits)}")
+    xp, logits = _xp.floating(logits)
+    utilities = _convert(utilities, logits, "utilities")
+    if not isinstance(log_magnet, numbers.Real):
+        log_magnet = _convert(log_magnet, logits, "log_magnet")
+    return _mirror_step(logits, utilities, eta, alpha, log_magnet, xp)
 
 
-def _mirror_step(logits, utilities, eta, alpha=0.0, log_magnet=0.0):
+def _convert(value: Any, like: Any, name: str) -> Any:
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real numeric array, got the string {short(value)}")
+    try:
+        return _xp.convert(value, like, name)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a real numeric array, got {short(value)} ({exc})") from exc
+
+
+def _mirror_step(logits, utilities, eta, alpha=0.0, log_magnet=0.0, xp=None):
     """:func:`mirror_step` without the checks: the rules' hot path (their factories checked)."""
+    if xp is None:
+        xp = _xp.namespace(logits)
     if math.isinf(eta):
-        return log_softmax(log_magnet + utilities / alpha)
+        return _log_softmax(xp, log_magnet + utilities / alpha)
     if alpha == 0.0:
-        return log_softmax(logits + eta * utilities)
-    return log_softmax((logits + (eta * alpha) * log_magnet + eta * utilities) / (1.0 + eta * alpha))
+        return _log_softmax(xp, logits + eta * utilities)
+    return _log_softmax(
+        xp, (logits + (eta * alpha) * log_magnet + eta * utilities) / (1.0 + eta * alpha)
+    )
 
 
 def _check_mirror_params(eta: Any, alpha: Any) -> None:
@@ -164,33 +193,37 @@ def _check_mirror_params(eta: Any, alpha: Any) -> None:
         )
 
 
-def _check_utilities(state_logits: np.ndarray, utilities: Any) -> np.ndarray:
-    if isinstance(utilities, (str, bytes)):
-        raise TypeError(f"utilities must be a real numeric array, got the string {short(utilities)}")
-    try:
-        u = np.asarray(utilities, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"utilities must be a real numeric array, got {short(utilities)} ({exc})"
-        ) from exc
+def _check_utilities(state_logits: np.ndarray, utilities: Any) -> tuple[Any, np.ndarray]:
+    """``(xp, u)``: the state's namespace and ``utilities`` checked and converted to it."""
+    if type(state_logits) is np.ndarray and type(utilities) is np.ndarray:  # play()'s hot path
+        try:
+            xp, u = np, np.asarray(utilities, dtype=state_logits.dtype)
+        except (TypeError, ValueError) as exc:  # strings, objects
+            raise TypeError(
+                f"utilities must be a real numeric array, got {short(utilities)} ({exc})"
+            ) from exc
+    else:
+        xp, u = _xp.namespace(state_logits), _convert(utilities, state_logits, "utilities")
     if u.shape[-1:] != state_logits.shape[-1:]:
         raise ValueError(
             f"utilities must have {state_logits.shape[-1]} entries on the last axis (one per "
-            f"action, matching the state), got shape {u.shape}"
+            f"action, matching the state), got shape {tuple(u.shape)}"
         )
-    if not np.all(np.isfinite(u)):
+    if not xp.all(xp.isfinite(u)):
         raise ValueError(
             f"utilities must be finite, got non-finite entries (nan or inf) in {short(utilities)}; "
             "check the payoffs or rewards that produced them"
         )
-    return u
+    return xp, u
 
 
-def _init_logits(logits: Any) -> np.ndarray:
-    z = as_real_array(logits, "logits", min_ndim=1)
+def _init_logits(logits: Any) -> tuple[Any, np.ndarray]:
+    """``(xp, z)``: the logits' namespace and the checked, normalised logits (a new array)."""
+    z = _xp.as_float_array(logits, "logits", min_ndim=1)
     if z.shape[-1] == 0:
         raise ValueError("logits must have at least one action on the last axis, got 0")
-    return log_softmax(z)
+    xp = _xp.namespace(z)
+    return xp, _log_softmax(xp, z)
 
 
 def hedge(eta: float | Schedule = 0.1) -> UpdateRule:
@@ -211,17 +244,17 @@ def hedge(eta: float | Schedule = 0.1) -> UpdateRule:
     fixed = isinstance(schedule, Constant)
 
     def init(logits: Any) -> HedgeState:
-        z = _init_logits(logits)
-        return HedgeState(z, z, np.zeros_like(z), 0)
+        xp, z = _init_logits(logits)
+        return HedgeState(z, z, xp.zeros_like(z), 0)
 
     def step(state: HedgeState, utilities: Any) -> HedgeState:
-        u = _check_utilities(state.logits, utilities)
+        xp, u = _check_utilities(state.logits, utilities)
         count = state.count + 1
         cum = state.cum_utility + u
         if fixed:
-            z = _mirror_step(state.logits, u, schedule.eta)
+            z = _mirror_step(state.logits, u, schedule.eta, xp=xp)
         else:
-            z = log_softmax(state.prior + schedule(count + 1) * cum)
+            z = _log_softmax(xp, state.prior + float(schedule(count + 1)) * cum)
         return HedgeState(z, state.prior, cum, count)
 
     return UpdateRule(init, step, f"hedge(eta={_label(schedule)})")
@@ -244,22 +277,23 @@ def mmd(eta: float | Schedule = 0.1, alpha: float = 0.05, magnet: Any = None) ->
     """
     schedule = as_schedule(eta)
     alpha = check_nonnegative(alpha, "alpha")
-    magnet_arr = None if magnet is None else as_real_array(magnet, "magnet", min_ndim=1)
+    magnet_arr = None if magnet is None else _xp.as_float_array(magnet, "magnet", min_ndim=1)
     if magnet_arr is not None:  # on the simplex now; its length is checked against the logits
-        magnet_arr = check_strategy(magnet_arr, "magnet", magnet_arr.shape[-1])
+        magnet_arr = check_strategy(magnet_arr, "magnet", magnet_arr.shape[-1], like=magnet_arr)
 
     def init(logits: Any) -> MMDState:
-        z = _init_logits(logits)
+        xp, z = _init_logits(logits)
+        n = z.shape[-1]
         if magnet_arr is None:
-            log_magnet = np.full(z.shape[-1], -math.log(z.shape[-1]))
+            log_magnet = _xp.full(xp, (n,), -math.log(n), z)
         else:
-            log_magnet = safe_log(check_strategy(magnet_arr, "magnet", z.shape[-1]))
+            log_magnet = _safe_log(xp, check_strategy(magnet_arr, "magnet", n, like=z))
         return MMDState(z, log_magnet, 0)
 
     def step(state: MMDState, utilities: Any) -> MMDState:
-        u = _check_utilities(state.logits, utilities)
+        xp, u = _check_utilities(state.logits, utilities)
         count = state.count + 1
-        z = _mirror_step(state.logits, u, schedule(count), alpha, state.log_magnet)
+        z = _mirror_step(state.logits, u, float(schedule(count)), alpha, state.log_magnet, xp)
         return MMDState(z, state.log_magnet, count)
 
     return UpdateRule(init, step, f"mmd(eta={_label(schedule)}, alpha={alpha:g})")
@@ -308,45 +342,50 @@ def regret_matching_plus() -> UpdateRule:
     """
 
     def init(logits: Any) -> RMPlusState:
-        z = _init_logits(logits)
-        return RMPlusState(z, np.zeros_like(z), 0, softmax(z))
+        xp, z = _init_logits(logits)
+        return RMPlusState(z, xp.zeros_like(z), 0, _softmax(xp, z))
 
     def step(state: RMPlusState, utilities: Any) -> RMPlusState:
-        u = _check_utilities(state.logits, utilities)
+        xp, u = _check_utilities(state.logits, utilities)
         x = state.strategy
-        q = state.cum_regret + _instant_regret(u, x)  # a new array: safe to clip in place
-        np.maximum(q, 0.0, out=q)
-        total = np.sum(q, axis=-1, keepdims=True)
-        if total.min() > 0:  # the common case: no fallback, so no np.where copies
+        # a new array: safe to clip in place
+        q = _xp.relu_(xp, state.cum_regret + _instant_regret(u, x, xp))
+        total = xp.sum(q, axis=-1, keepdims=True)
+        if (total.min() if xp is np else xp.min(total)) > 0:  # common: no fallback, no copies
             p = q / total
-            return RMPlusState(safe_log(p), q, state.count + 1, p)
+            return RMPlusState(_safe_log(xp, p), q, state.count + 1, p)
         # No positive regret yet (or all regrets cancelled): keep playing the current strategy.
-        positive = total > 0
-        p = np.where(positive, q / np.where(positive, total, 1.0), x)
-        z = np.where(positive, safe_log(p), state.logits)
+        z, p = _normalise_or_keep(xp, q, total, x, state.logits)
         return RMPlusState(z, q, state.count + 1, p)
 
     return UpdateRule(init, step, "rm+")
 
 
-_EPS = float(np.finfo(np.float64).eps)
+def _normalise_or_keep(xp: Any, v: Any, total: Any, x: Any, logits: Any) -> tuple[Any, Any]:
+    """``(logits, strategy)``: ``v / total`` where ``total > 0``, else keep ``x`` and ``logits``."""
+    positive = total > 0
+    p = xp.where(positive, v / xp.where(positive, total, 1.0), x)
+    return xp.where(positive, _safe_log(xp, p), logits), p
 
 
-def _instant_regret(u: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _instant_regret(u: np.ndarray, x: np.ndarray, xp: Any = np) -> np.ndarray:
     """``u - <u, x>`` with rounding noise set to exactly 0.
 
     When every action earns the same, ``u - <u, x>`` is 0 in exact arithmetic but ±1 ulp in
     floating point, and regret matching would jump to a pure strategy on that noise (and two
-    mathematically equal runs would diverge). Entries within a few ulps of ``max |u|`` are zeroed.
+    mathematically equal runs would diverge). Entries within a few ulps (of ``u``'s dtype) of
+    ``max |u|`` are zeroed.
     """
-    if u.ndim == 1:  # one game: BLAS dot products and in-place zeroing (the solver's hot path)
+    eps = _xp.eps(xp, u.dtype)
+    if u.ndim == 1 and xp is np:  # one game: BLAS dot products and in-place zeroing (hot path)
         regret = u - float(np.dot(u, x))
-        noise = 16.0 * _EPS * max(float(u.max()), -float(u.min()))
+        noise = 16.0 * eps * max(float(u.max()), -float(u.min()))
         regret[np.abs(regret) <= noise] = 0.0
         return regret
-    regret = u - np.sum(u * x, axis=-1, keepdims=True)
-    noise = 16.0 * _EPS * np.max(np.abs(u), axis=-1, keepdims=True)
-    return np.where(np.abs(regret) <= noise, 0.0, regret)
+    # Batched games, or another library: no host round trip (a GPU never waits here).
+    regret = u - xp.sum(u * x, axis=-1, keepdims=True)
+    noise = 16.0 * eps * xp.max(xp.abs(u), axis=-1, keepdims=True)
+    return xp.where(xp.abs(regret) <= noise, 0.0, regret)
 
 
 def _label(schedule: Schedule) -> str:

@@ -4,12 +4,20 @@ Strategies live as logits :math:`z`; probabilities come only from :func:`softmax
 :math:`\pi_i = e^{z_i} / \sum_j e^{z_j}`, computed after subtracting the maximum so that logits
 of any size (payoffs of 1e6 times thousands of steps) stay finite. Every function works on the
 last axis and broadcasts over leading (batch) axes. Underflow to an exact 0 is expected and fine.
+
+Each helper computes in its input's library and dtype (see ``gpo_core._xp``): numpy arrays and
+Python data in numpy (float32 stays float32, anything else becomes float64), a torch tensor in
+torch on its own device.
 """
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import numpy as np
 
+from gpo_core import _xp
 from gpo_core._validate import check_positive_int
 
 __all__ = ["softmax", "log_softmax", "logsumexp", "entropy", "kl", "uniform_logits", "safe_log"]
@@ -18,71 +26,100 @@ __all__ = ["softmax", "log_softmax", "logsumexp", "entropy", "kl", "uniform_logi
 # so every rule's state stays finite while softmax still returns an exact 0 for them. It is twice
 # log(smallest normal float), about -1416.8: below the log of every positive float64 (the smallest
 # subnormal has log -744.4), so exp(floor - max logit) underflows to exactly 0. (log(tiny) itself,
-# about -708.4, left a spurious 2.2e-308 probability on those actions.)
+# about -708.4, left a spurious 2.2e-308 probability on those actions.) It serves float32 too:
+# it is a finite float32, far below the log of the smallest float32 subnormal (-103.3).
 _LOG_TINY = 2.0 * float(np.log(np.finfo(np.float64).tiny))
+_NULL = contextlib.nullcontext()
 
 
-def logsumexp(z: np.ndarray) -> np.ndarray:
+def logsumexp(z: Any) -> Any:
     """``log(sum(exp(z)))`` over the last axis, stable for any finite ``z``.
 
     Examples:
         >>> float(logsumexp(np.array([1000.0, 1000.0])) - 1000.0)  # doctest: +ELLIPSIS
         0.693147...
     """
-    z = np.asarray(z, dtype=np.float64)
-    top = np.max(z, axis=-1, keepdims=True)
-    with np.errstate(under="ignore"):
-        return np.log(np.sum(np.exp(z - top), axis=-1)) + top[..., 0]
+    return _logsumexp(*_xp.floating(z))
 
 
-def log_softmax(z: np.ndarray) -> np.ndarray:
+def log_softmax(z: Any) -> Any:
     """Normalised log-probabilities ``z - logsumexp(z)`` over the last axis."""
-    z = np.asarray(z, dtype=np.float64)
-    return z - logsumexp(z)[..., None]
+    return _log_softmax(*_xp.floating(z))
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: Any) -> Any:
     """Probabilities from logits over the last axis; invariant to adding a constant.
 
     Examples:
         >>> softmax(np.log([1.0, 3.0]))
         array([0.25, 0.75])
     """
-    z = np.asarray(z, dtype=np.float64)
-    with np.errstate(under="ignore"):
-        e = np.exp(z - np.max(z, axis=-1, keepdims=True))
-    return e / np.sum(e, axis=-1, keepdims=True)
+    return _softmax(*_xp.floating(z))
 
 
-def safe_log(p: np.ndarray) -> np.ndarray:
+def safe_log(p: Any) -> Any:
     """``log(p)`` with exact zeros mapped to a finite floor (``log`` of the smallest float)."""
-    p = np.asarray(p, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return np.maximum(np.log(np.maximum(p, 0.0)), _LOG_TINY)
+    return _safe_log(*_xp.floating(p))
 
 
-def entropy(p: np.ndarray) -> np.ndarray:
+def entropy(p: Any) -> Any:
     r"""Shannon entropy :math:`-\sum_i p_i \log p_i` (nats) over the last axis; ``0 log 0 = 0``."""
-    p = np.asarray(p, dtype=np.float64)
-    return -np.sum(np.where(p > 0, p * safe_log(p), 0.0), axis=-1)
+    xp, p = _xp.floating(p)
+    return -xp.sum(xp.where(p > 0, p * _safe_log(xp, p), 0.0), axis=-1)
 
 
-def kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+def kl(p: Any, q: Any) -> Any:
     r"""Kullback-Leibler divergence :math:`\sum_i p_i \log(p_i / q_i)` over the last axis.
 
-    Returns ``inf`` where ``p`` puts mass on an action that ``q`` gives probability 0.
+    Returns ``inf`` where ``p`` puts mass on an action that ``q`` gives probability 0. ``q`` is
+    moved to ``p``'s library and device; the result is float32 only when both are float32.
 
     Examples:
         >>> float(kl(np.array([0.5, 0.5]), np.array([0.5, 0.5])))
         0.0
     """
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - np.log(q)), 0.0)
-    return np.sum(terms, axis=-1)
+    xp, p = _xp.floating(p)
+    xq, q = _xp.floating(q)
+    if xq is not xp:
+        q = _xp.convert(q, p, "q")
+    with _xp.errstate(xp, divide="ignore", invalid="ignore"):
+        terms = xp.where(p > 0, p * (xp.log(xp.where(p > 0, p, 1.0)) - xp.log(q)), 0.0)
+    return xp.sum(terms, axis=-1)
 
 
-def uniform_logits(n: int, batch_shape: tuple[int, ...] = ()) -> np.ndarray:
-    """All-zero logits: the uniform strategy over ``n`` actions."""
-    return np.zeros((*batch_shape, check_positive_int(n, "n")), dtype=np.float64)
+def uniform_logits(n: int, batch_shape: tuple[int, ...] = (), *, like: Any = None) -> Any:
+    """All-zero logits: the uniform strategy over ``n`` actions.
+
+    float64 numpy by default; with ``like`` (an array) in its library, dtype and device.
+    """
+    shape = (*batch_shape, check_positive_int(n, "n"))
+    if like is None:
+        return np.zeros(shape, dtype=np.float64)
+    xp, like = _xp.floating(like)
+    return _xp.full(xp, shape, 0.0, like)
+
+
+# Kernels without conversion: the rules and play() resolve the namespace ``xp`` once and call these.
+# numpy keeps its exact former calls (np.errstate silences the expected underflow); other
+# libraries never warn, so they need no error-state context.
+def _logsumexp(xp: Any, z: Any) -> Any:
+    top = xp.max(z, axis=-1, keepdims=True)
+    with np.errstate(under="ignore") if xp is np else _NULL:
+        return xp.log(xp.sum(xp.exp(z - top), axis=-1)) + top[..., 0]
+
+
+def _log_softmax(xp: Any, z: Any) -> Any:
+    return z - _logsumexp(xp, z)[..., None]
+
+
+def _softmax(xp: Any, z: Any) -> Any:
+    with np.errstate(under="ignore") if xp is np else _NULL:
+        e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+    return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+def _safe_log(xp: Any, p: Any) -> Any:
+    if xp is np:
+        with np.errstate(divide="ignore"):
+            return np.maximum(np.log(np.maximum(p, 0.0)), _LOG_TINY)
+    return xp.clip(xp.log(xp.clip(p, min=0.0)), min=_LOG_TINY)

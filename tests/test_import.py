@@ -10,7 +10,8 @@ import gpo_core as gc
 # torch is imported by conftest in this process, so the check must run in a fresh interpreter.
 _CHECK = (
     "import sys, gpo_core; "
-    "heavy = sorted(m for m in ('torch', 'transformers', 'pyspiel', 'cvxpy') if m in sys.modules); "
+    "heavy = sorted(m for m in ('torch', 'transformers', 'pyspiel', 'cvxpy', 'array_api_compat') "
+    "if m in sys.modules); "
     "assert not heavy, heavy"
 )
 
