@@ -360,17 +360,30 @@ class HFPolicy:
     # --------------------------------------------------------------------------------- protocol
 
     def sample(
-        self, contexts: Sequence[str], num_samples: int, rng: np.random.Generator
+        self,
+        contexts: Sequence[str],
+        num_samples: int,
+        rng: np.random.Generator,
+        *,
+        stream_ids: Sequence[int] | None = None,
     ) -> Samples:
         """Draw ``num_samples`` outputs per context, batched with left padding.
 
-        The draws depend only on the parameters, the arguments and ``rng``'s state (one integer
-        is drawn from it to seed a private ``torch.Generator``; torch's global RNG is untouched).
+        Every output row has its own random stream: one integer ``s`` is drawn from ``rng``, and
+        the ``j``-th sample of a context with stream id ``i`` uses uniforms hashed from
+        ``(s, i, j, token position)`` (a counter-based generator; torch's global RNG is
+        untouched). So a row's tokens depend on the parameters, its prompt and ``(s, i, j)``
+        only: not on the other rows of the batch, the micro-batch it falls in, or which process
+        samples it. The game loop uses this to make a data-parallel run draw exactly the samples
+        a single process would (:func:`gpo_core.alignment.run_game` with ``comm``).
 
         Args:
             contexts: the contexts (seed prompts or prompts).
             num_samples: outputs per context, ``k >= 1``.
             rng: the numpy generator that determines the draws.
+            stream_ids: one integer in ``[0, 2**64)`` per context naming its random stream;
+                ``None``: the positions ``0, 1, ..., len(contexts) - 1``. Contexts given the same
+                id in one call draw the same outputs.
 
         Returns:
             :class:`~gpo_core.protocols.Samples` with each context repeated ``k`` times in a row,
@@ -387,13 +400,14 @@ class HFPolicy:
                 f"rng must be a numpy.random.Generator, got {short(rng)}; use "
                 "np.random.default_rng(seed)"
             )
+        streams = _check_stream_ids(stream_ids, len(ctx))
         prompts = self._encode_prompts(ctx)
         rows = [p for p in prompts for _ in range(k)]
-        gen = torch.Generator(device=self._device)
-        gen.manual_seed(int(rng.integers(0, 2**63 - 1)))
+        keys = _row_keys(int(rng.integers(0, 2**63 - 1)), streams, k)
         outputs: list[str] = []
         for start in range(0, len(rows), self._micro):
-            outputs.extend(self._generate(rows[start : start + self._micro], gen))
+            stop = start + self._micro
+            outputs.extend(self._generate(rows[start:stop], keys[start:stop]))
         times = collections.Counter(ctx)
         return Samples(
             contexts=tuple(c for c in ctx for _ in range(k)),
@@ -460,7 +474,10 @@ class HFPolicy:
         context counts in proportion to its total weight (e.g. a prompt's probability). To hand
         it an exact enumeration of a support instead, weight each row by
         ``pi_t(output | context)`` (times the opponent part's probability); the regression
-        objective's fixed point does not depend on the weights at all.
+        objective's fixed point does not depend on the weights at all. Rows that repeat a
+        ``(context, output)`` are first merged into one (weights summed, utilities
+        weight-averaged), which leaves the gradient as it is; with the regression objective the
+        reported ``loss`` then leaves out the repeats' spread of utilities (a constant).
 
         Args:
             experience: rows ``(context, output, utility, weight)``; utilities are "higher is
@@ -480,7 +497,7 @@ class HFPolicy:
             FloatingPointError: if a gradient is not finite (the parameters are left as they were
                 before that step).
         """
-        ctx, out, utilities, weights = self._check_experience(experience)
+        ctx, out, utilities, weights = _merge_repeated_rows(*self._check_experience(experience))
         if self._fresh_optimizer:
             self._optimizer = self._new_optimizer()
         if not isinstance(step, MirrorStep):
@@ -1007,7 +1024,8 @@ class HFPolicy:
             (lp * c).sum().backward()
 
     @torch.no_grad()
-    def _generate(self, prompts: list[list[int]], gen: torch.Generator) -> list[str]:
+    def _generate(self, prompts: list[list[int]], keys: np.ndarray) -> list[str]:
+        """Decode one micro-batch; row ``i`` draws its tokens from the stream ``keys[i]``."""
         s = self._generation
         ids, mask = self._left_pad(prompts)
         batch = ids.shape[0]
@@ -1016,7 +1034,7 @@ class HFPolicy:
         finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
         tokens: list[torch.Tensor] = []
         cache = None
-        for _ in range(s.max_new_tokens):
+        for step in range(s.max_new_tokens):
             out = self._forward(
                 self._model, step_ids, mask, step_pos, keep=1, use_cache=True, cache=cache
             )
@@ -1027,7 +1045,7 @@ class HFPolicy:
             if s.repetition_penalty != 1.0 and seen is None:
                 counts = torch.zeros(logits.shape, dtype=torch.long, device=ids.device)
                 seen = counts.scatter_add_(1, ids, mask).gt(0)
-            nxt = self._pick(logits, seen, gen)
+            nxt = self._pick(logits, seen, keys, step)
             nxt = torch.where(finished, torch.full_like(nxt, self._pad_id), nxt)
             tokens.append(nxt)
             if seen is not None:
@@ -1054,7 +1072,7 @@ class HFPolicy:
         return texts
 
     def _pick(
-        self, logits: torch.Tensor, seen: torch.Tensor | None, gen: torch.Generator
+        self, logits: torch.Tensor, seen: torch.Tensor | None, keys: np.ndarray, step: int
     ) -> torch.Tensor:
         s = self._generation
         logits = self._mask_excluded(logits)
@@ -1072,8 +1090,101 @@ class HFPolicy:
             drop_sorted = before >= s.top_p
             drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
             logits = logits.masked_fill(drop, -math.inf)
-        probs = torch.softmax(logits, -1)
-        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        # Inverse-CDF sampling with one uniform per row: the first token whose cumulative
+        # probability exceeds u * total. A token of probability 0 never has a cdf step, so it is
+        # never picked; v stays strictly below the total, so some token always is.
+        wide = torch.float32 if logits.device.type == "mps" else torch.float64
+        cdf = torch.softmax(logits, -1, dtype=wide).cumsum(-1)
+        total = cdf[:, -1:]
+        u = torch.from_numpy(_uniforms(keys, step)).to(device=logits.device, dtype=wide)
+        v = torch.minimum(u[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
+        return torch.searchsorted(cdf, v, right=True).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------------- updates
+
+
+def _merge_repeated_rows(
+    ctx: list[str], out: list[str], u: np.ndarray, w: np.ndarray
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """One row per distinct ``(context, output)``: weights summed, utilities weight-averaged.
+
+    Given the output, the surrogates are linear in a row's utility and weight (the pg loss and
+    every estimate exactly; the regression loss up to a constant, the spread of the repeats'
+    utilities), so their gradients and fixed points do not change. What changes: repeats are
+    scored once, and a context whose rows all repeat one output -- e.g. an adversary's prompt
+    with its k answers, which carries no signal under a per-context baseline -- gets a zero
+    gradient (measured: exactly 0) instead of float32 rounding noise (~1e-7), which AdamW's
+    g / (sqrt(v) + eps) would scale up to lr-sized steps.
+    """
+    index: dict[tuple[str, str], int] = {}
+    ids = np.array([index.setdefault(row, len(index)) for row in zip(ctx, out)], dtype=np.int64)
+    n = len(index)
+    if n == len(ctx):
+        return ctx, out, u, w
+    weight = np.bincount(ids, weights=w, minlength=n)
+    weighted = np.bincount(ids, weights=w * u, minlength=n)
+    plain = np.bincount(ids, weights=u, minlength=n) / np.bincount(ids, minlength=n)
+    positive = weight > 0
+    utility = np.where(positive, weighted / np.where(positive, weight, 1.0), plain)
+    rows = list(index)
+    return [c for c, _ in rows], [o for _, o in rows], utility, weight
+
+
+# ------------------------------------------------------------------------------ random streams
+
+# splitmix64 (Steele, Lea and Flood 2014): a counter-based generator whose outputs are a strong
+# 64-bit mix of (key + n * gamma). numpy's uint64 array arithmetic wraps modulo 2**64 silently.
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's output function, elementwise on a 1-D uint64 array."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def _row_keys(seed: int, streams: np.ndarray, k: int) -> np.ndarray:
+    """One uint64 stream key per output row (contexts in order, ``k`` samples each)."""
+    base = _mix64(np.array([seed], dtype=np.uint64) + _GAMMA)
+    per_context = _mix64(base ^ _mix64(streams + _GAMMA))
+    sample = np.arange(1, k + 1, dtype=np.uint64) * _GAMMA
+    return _mix64(per_context[:, None] + sample[None, :]).reshape(-1)
+
+
+def _uniforms(keys: np.ndarray, step: int) -> np.ndarray:
+    """The ``step``-th uniform in ``[0, 1)`` of each stream, float64 with 53 random bits."""
+    # arrays, not numpy scalars: scalar uint64 overflow warns (and raises under errstate)
+    bits = _mix64(keys + np.array([step + 1], dtype=np.uint64) * _GAMMA)
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
+def _check_stream_ids(stream_ids: Sequence[int] | None, n: int) -> np.ndarray:
+    if stream_ids is None:
+        return np.arange(n, dtype=np.uint64)
+    if isinstance(stream_ids, (str, bytes)) or not isinstance(stream_ids, Sequence):
+        raise TypeError(
+            f"stream_ids must be a sequence of integers (one per context) or None, got "
+            f"{short(stream_ids)}"
+        )
+    if len(stream_ids) != n:
+        raise ValueError(
+            f"stream_ids must have one entry per context ({n}), got {len(stream_ids)}; pass one "
+            "integer per context or None"
+        )
+    for i, v in enumerate(stream_ids):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"stream_ids[{i}] must be an integer, got {short(v)}")
+        if not 0 <= int(v) < 2**64:
+            raise ValueError(
+                f"stream_ids[{i}] must be in [0, 2**64), got {int(v)}; reduce it modulo 2**64"
+            )
+    return np.array([int(v) for v in stream_ids], dtype=np.uint64)
 
 
 # ------------------------------------------------------------------------------------ snapshots

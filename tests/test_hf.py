@@ -219,6 +219,49 @@ def _flat(model):
     return torch.cat([p.detach().ravel() for p in model.parameters()])
 
 
+@pytest.mark.parametrize("objective", ["pg", "regression"])
+def test_merging_rows_that_repeat_an_output_keeps_the_surrogates_gradient(objective):
+    """Why HFPolicy.update may merge repeated (context, output) rows: summing the weights and
+    weight-averaging the utilities changes neither surrogate's gradient. Context 0 has outputs
+    A (twice, with different utilities) and B; context 1 has C and D."""
+    from backends import objectives as obj
+
+    loss_fn = {"pg": obj.kl_regularized_pg_loss,
+               "regression": obj.target_log_ratio_regression_loss}[objective]
+    old = torch.tensor([-1.2, -0.4, -0.9, -0.6], dtype=torch.float64)  # A, B, C, D
+    ref = torch.tensor([-1.0, -0.7, -0.8, -0.9], dtype=torch.float64)
+    new = torch.tensor([-1.0, -0.5, -1.1, -0.4], dtype=torch.float64)  # a step away from old
+    u, w = np.array([0.3, 1.1, -0.2, 0.5, 0.8]), np.array([0.2, 0.6, 0.2, 0.5, 0.4])
+    rows = [0, 0, 1, 2, 3]
+    full = new[rows].clone().requires_grad_(True)
+    repeated = loss_fn(full, old[rows], ref[rows], u, w, 0.7, 0.2, [0, 0, 0, 1, 1])
+    repeated.backward()
+    merged_u = (w[0] * u[0] + w[1] * u[1]) / (w[0] + w[1])
+    part = new.clone().requires_grad_(True)
+    merged = loss_fn(part, old, ref, np.r_[merged_u, u[2:]], np.r_[w[0] + w[1], w[2:]], 0.7,
+                     0.2, [0, 0, 1, 1])
+    merged.backward()
+    # rows 0 and 1 hold one output, so their log-prob is one variable: its gradient is the sum
+    got = torch.cat([full.grad[:2].sum()[None], full.grad[2:]])
+    assert got.abs().min() > 1e-3, "every output gets a gradient"
+    torch.testing.assert_close(got, part.grad, rtol=1e-12, atol=1e-14)
+    if objective == "pg":  # the regression loss differs by the repeats' spread, a constant
+        assert repeated.item() == pytest.approx(merged.item(), rel=1e-12)
+
+
+def test_a_context_with_one_repeated_output_does_not_move_the_policy(words):
+    """k answers to one prompt give the adversary no signal under a per-context baseline: the
+    update must leave the parameters alone, not let AdamW blow float32 rounding up to lr."""
+    policy = HFPolicy(_word_model(words), words, generation=ONE, objective="pg", lr=0.01,
+                      inner_steps=3)
+    before = _flat(policy.model)
+    exp = Experience(("a",) * 4 + ("b c",) * 4, ("b",) * 4 + ("d",) * 4,
+                     np.array([0.0, 1.0, 0.5, 0.25, 1.0, -1.0, 0.0, 0.3]), np.full(8, 0.25))
+    metrics = policy.update(exp, MirrorStep(eta=10.0))
+    assert metrics["grad_norm"] == 0.0
+    assert torch.equal(_flat(policy.model), before)
+
+
 def test_fresh_optimizer_per_update_by_default(words):
     c, o = _rows(CONTEXTS, _space(1))
     exp = Experience(tuple(c), tuple(o), np.linspace(-1, 1, len(c)), np.ones(len(c)))
@@ -279,6 +322,47 @@ def test_greedy_generation_is_the_same_batched_or_alone(bpe):
     alone = tuple(policy.sample([c], 1, np.random.default_rng(0)).outputs[0] for c in contexts)
     assert batched == alone
     assert len(set(batched)) > 1
+
+
+def test_a_rows_samples_follow_its_stream_id_not_the_batch_around_it(bpe):
+    """What data-parallel runs rely on: a row's draws depend on (rng, stream id, sample index)
+    only, not on its neighbours, its position or the micro-batch size."""
+    contexts = ["Hi", HARMLESS_SENTENCES[5], "Why?", HARMLESS_SENTENCES[2]]
+    big = HFPolicy(tiny_llama(bpe), bpe, generation=GenerationSettings(10), micro_batch_size=64)
+    small = HFPolicy(copy.deepcopy(big.model), bpe, generation=GenerationSettings(10),
+                     micro_batch_size=3)
+    ids = [7, 2**64 - 1, 0, 12345]
+    whole = big.sample(contexts, 3, np.random.default_rng(5), stream_ids=ids).outputs
+    assert small.sample(contexts, 3, np.random.default_rng(5), stream_ids=ids).outputs == whole
+    for i, (context, sid) in enumerate(zip(contexts, ids)):
+        alone = big.sample([context], 3, np.random.default_rng(5), stream_ids=[sid]).outputs
+        assert alone == whole[3 * i : 3 * i + 3], i
+    # the two halves, as two ranks would sample them, in reverse order
+    halves = (small.sample(contexts[2:], 3, np.random.default_rng(5), stream_ids=ids[2:]).outputs
+              + small.sample(contexts[:2], 3, np.random.default_rng(5), stream_ids=ids[:2]).outputs)
+    assert halves[6:] + halves[:6] == whole
+    # the default ids are the positions, and other ids draw other samples
+    assert big.sample(contexts, 3, np.random.default_rng(5)).outputs == big.sample(
+        contexts, 3, np.random.default_rng(5), stream_ids=range(4)).outputs
+    again = big.sample(["Hi"] * 8, 1, np.random.default_rng(5), stream_ids=[7] * 8).outputs
+    assert set(again) == {whole[0]}
+    spread = big.sample(["Hi"] * 8, 1, np.random.default_rng(5)).outputs
+    assert len(set(spread)) > 1
+
+
+def test_bad_stream_ids_are_named(words):
+    policy = HFPolicy(_word_model(words), words, generation=ONE)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"one entry per context \(2\), got 1"):
+        policy.sample(["a", "b"], 1, rng, stream_ids=[3])
+    with pytest.raises(ValueError, match=r"stream_ids\[1\] must be in \[0, 2\*\*64\), got -1"):
+        policy.sample(["a", "b"], 1, rng, stream_ids=[3, -1])
+    with pytest.raises(TypeError, match=r"stream_ids\[0\] must be an integer, got True"):
+        policy.sample(["a"], 1, rng, stream_ids=[True])
+    with pytest.raises(TypeError, match=r"stream_ids\[0\] must be an integer, got 1.5"):
+        policy.sample(["a"], 1, rng, stream_ids=[1.5])
+    with pytest.raises(TypeError, match="stream_ids must be a sequence of integers"):
+        policy.sample(["a"], 1, rng, stream_ids=5)
 
 
 def test_each_contexts_sample_weights_sum_to_one_even_when_listed_twice(words):
