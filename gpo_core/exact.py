@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.optimize import linprog
 
+from gpo_core._xp import to_numpy
 from gpo_core._validate import check_positive, check_positive_int, check_strategy, short
 from gpo_core.games import MatrixGame
 from gpo_core.rules import _mirror_step
@@ -65,8 +66,17 @@ def _check_game(game: Any) -> MatrixGame:
     return game
 
 
+def _host_payoff(game: MatrixGame) -> np.ndarray:
+    """The payoff as numpy float64 on the host: the exact solvers are scipy/numpy code, so a
+    torch (CPU or CUDA) or float32 game is solved on a float64 copy of its matrix."""
+    return np.asarray(to_numpy(game.payoff), dtype=np.float64)
+
+
 def solve_lp(game: MatrixGame) -> Solution:
-    """Solve the zero-sum game exactly with two LPs (scipy HiGHS); batched games are looped.
+    """Solve the zero-sum game exactly with one LP (scipy HiGHS); batched games are looped.
+
+    Games of any array library and dtype are solved on a float64 numpy copy of the payoff; the
+    solution is numpy float64.
 
     Examples:
         >>> import gpo_core as gc
@@ -75,13 +85,14 @@ def solve_lp(game: MatrixGame) -> Solution:
         ([0.4, 0.6], [0.4, 0.6], 0.2)
     """
     game = _check_game(game)
+    payoff = _host_payoff(game)
     m, n = game.shape
     batch = game.batch_shape
     rows = np.empty((*batch, m))
     cols = np.empty((*batch, n))
     values = np.empty(batch)
     for idx in np.ndindex(*batch):
-        rows[idx], cols[idx], values[idx] = _solve_one(game.payoff[idx])
+        rows[idx], cols[idx], values[idx] = _solve_one(payoff[idx])
     return Solution(rows, cols, values)
 
 
@@ -118,6 +129,8 @@ def solve_qre(
 ) -> QRESolution:
     """The unique ``alpha``-regularised equilibrium, to a fixed-point residual ``<= tol``.
 
+    Like :func:`solve_lp`, it works on a float64 numpy copy of any game and returns numpy float64.
+
     Args:
         game: the game (batched games are looped).
         alpha: temperature / regularisation weight ``> 0``.
@@ -142,13 +155,16 @@ def solve_qre(
     tol = check_positive(tol, "tol")
     max_iter = check_positive_int(max_iter, "max_iter")
     m, n = game.shape
-    rho_x = np.full(m, 1.0 / m) if magnet_row is None else check_strategy(magnet_row, "magnet_row", m)
-    rho_y = np.full(n, 1.0 / n) if magnet_col is None else check_strategy(magnet_col, "magnet_col", n)
+    payoff = _host_payoff(game)
+    rho_x = (np.full(m, 1.0 / m) if magnet_row is None
+             else check_strategy(to_numpy(magnet_row), "magnet_row", m))
+    rho_y = (np.full(n, 1.0 / n) if magnet_col is None
+             else check_strategy(to_numpy(magnet_col), "magnet_col", n))
     batch = game.batch_shape
     rows, cols = np.empty((*batch, m)), np.empty((*batch, n))
     values, residuals = np.empty(batch), np.empty(batch)
     for idx in np.ndindex(*batch):
-        a = game.payoff[idx]
+        a = payoff[idx]
         x, y, res = _qre_one(a, alpha, safe_log(rho_x), safe_log(rho_y), tol, max_iter)
         rows[idx], cols[idx], residuals[idx] = x, y, res
         values[idx] = x @ a @ y

@@ -379,3 +379,22 @@ def test_cuda_play_matches_numpy_and_stays_on_the_gpu(rule):
     gap = gc.nash_gap(gc.MatrixGame(torch.tensor(a, device="cuda")), out.average.row,
                       out.average.col)
     assert gap.device.type == "cuda"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_exact_solvers_take_torch_and_float32_games_and_return_numpy_float64(dtype):
+    """solve_lp / solve_qre are scipy code: they solve a float64 host copy of any game."""
+    a = np.random.default_rng(3).uniform(-1, 1, size=(2, 5, 4))
+    ref_lp = gc.solve_lp(gc.MatrixGame(a.astype(np.dtype(str(dtype)[6:]))))
+    ref_qre = gc.solve_qre(gc.MatrixGame(a.astype(np.dtype(str(dtype)[6:]))), alpha=0.2)
+    game = gc.MatrixGame(torch.as_tensor(a, dtype=dtype))
+    lp = gc.solve_lp(game)
+    qre = gc.solve_qre(game, alpha=0.2, magnet_row=torch.full((5,), 0.2, dtype=dtype))
+    for sol, ref in ((lp, ref_lp), (qre, ref_qre)):
+        assert all(isinstance(v, np.ndarray) and v.dtype == np.float64 for v in sol)
+        np.testing.assert_allclose(sol.row, ref.row, atol=1e-9)
+        np.testing.assert_allclose(sol.col, ref.col, atol=1e-9)
+    # the float64 LP solution is an equilibrium of the float32-rounded matrix to LP accuracy
+    host = np.asarray(game.payoff.numpy(), dtype=np.float64)
+    gap = np.max(host @ lp.col[..., None], axis=-2)[..., 0] - np.min(lp.row[..., None, :] @ host, axis=-1)[..., 0]
+    assert np.all(gap < 1e-9)
