@@ -31,6 +31,8 @@ backends only estimate the terms of the rule the core derives.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
 import json
 import math
 import os
@@ -332,6 +334,7 @@ def checked_rewards(model: RewardModel, prompts: Sequence[str], responses: Seque
 class _Rollout(NamedTuple):
     seeds: tuple[str, ...]  # context of each prompt occurrence (seed prompt or "")
     prompts: tuple[str, ...]  # each prompt occurrence, as the adversary wrote it
+    all_prompts: tuple[str, ...]  # the global batch's prompts, every rank's in rank order
     prompt_weights: np.ndarray  # probability mass of each occurrence (sums to 1)
     occ_uniq: np.ndarray  # index of each occurrence's prompt among the unique prompts
     uniq_weights: np.ndarray  # mass of each unique prompt
@@ -377,7 +380,17 @@ def run_game(
             draws the same global batch from the same seeded generator and plays its slice
             (``config.batch_size`` is the global batch and must divide by the world size), the
             prompt history and the metrics are shared across ranks, and only rank 0 writes
-            checkpoints. The policies must average their gradients across ranks themselves.
+            checkpoints (to a folder every rank sees; all ranks load it on resume). The policies
+            must average their gradients across ranks themselves. Each policy call takes one
+            draw from the shared generator; a policy whose ``sample`` accepts ``stream_ids``
+            (see :class:`~gpo_core.protocols.Policy`) is given the adversary rows' global
+            indices and hashes of the defender's prompts, so its rows draw exactly what one
+            process would. Then a run on ``N`` ranks plays the same game as one process, and
+            its metrics agree up to floating-point rounding, provided no adversary context has
+            rows on two ranks (distinct seed prompts per batch, ``batch_size <=
+            len(seed_prompts)``; an unconditional adversary's single context spans the batch)
+            and ``seed_mix == 0`` (each rank mixes in its own share of seed prompts): the
+            policies' per-context baselines are computed per rank.
 
     Returns:
         A :class:`GameResult`.
@@ -434,6 +447,14 @@ def run_game(
     start = 1
     if ckpt is not None and resume and os.path.exists(os.path.join(ckpt, _STATE)):
         start, rng = _load_checkpoint(ckpt, config, defender, adversary, logs, d_iter, a_iter, history)
+    if ckpt is not None and comm is not None:
+        found = comm.gather([str(start - 1)])
+        if len(set(found)) > 1:
+            raise ValueError(
+                f"the ranks found different checkpoints in checkpoint_dir={ckpt!r} (last round "
+                f"per rank: {found}; 0 = none); every rank loads rank 0's checkpoint, so "
+                "checkpoint_dir must be a folder all ranks see (a shared filesystem)"
+            )
 
     for t in range(start, config.rounds + 1):
         metrics: dict[str, float] = {}
@@ -441,28 +462,28 @@ def run_game(
             d_iter.append(_call("defender", "snapshot", defender.snapshot))
             a_iter.append(_call("adversary", "snapshot", adversary.snapshot))
         if config.schedule == "simultaneous":
-            roll = _rollout(defender, adversary, reward, config, seeds, rng, shard)
+            roll = _rollout(defender, adversary, reward, config, seeds, rng, shard, comm)
             d_exp = _defender_experience(roll)
             a_exp, a_metrics = _adversary_experience(roll, config, diversity, history)
             metrics.update(_prefixed("defender", defender.update(d_exp, d_step)))
             metrics.update(_prefixed("adversary", adversary.update(a_exp, a_step)))
             metrics.update(_rollout_metrics(roll, config))
             metrics.update(a_metrics)
-            history.extend(_shared(comm, roll.prompts))
-            last_prompts = roll.prompts
+            history.extend(roll.all_prompts)
+            last_prompts = roll.all_prompts
         else:
             for _ in range(config.defender_steps):
-                roll = _rollout(defender, adversary, reward, config, seeds, rng, shard)
+                roll = _rollout(defender, adversary, reward, config, seeds, rng, shard, comm)
                 metrics.update(_prefixed("defender", defender.update(_defender_experience(roll), d_step)))
             metrics.update({f"defender_phase/{k}": v for k, v in _rollout_metrics(roll, config).items()})
             for _ in range(config.adversary_steps):
-                roll = _rollout(defender, adversary, reward, config, seeds, rng, shard)
+                roll = _rollout(defender, adversary, reward, config, seeds, rng, shard, comm)
                 a_exp, a_metrics = _adversary_experience(roll, config, diversity, history)
                 metrics.update(_prefixed("adversary", adversary.update(a_exp, a_step)))
-                history.extend(_shared(comm, roll.prompts))
+                history.extend(roll.all_prompts)
             metrics.update(_rollout_metrics(roll, config))
             metrics.update(a_metrics)
-            last_prompts = roll.prompts
+            last_prompts = roll.all_prompts
         if diversity_metrics is not None:
             metrics.update({k: float(v) for k, v in diversity_metrics(list(last_prompts)).items()})
         if config.gap_every and t % config.gap_every == 0:
@@ -471,8 +492,9 @@ def run_game(
             metrics = dict(comm.mean(metrics))
         log = RoundLog(t, metrics)
         logs.append(log)
-        if ckpt is not None and shard[0] == 0:
-            _save_checkpoint(ckpt, t, rng, config, defender, adversary, logs, d_iter, a_iter, history)
+        if ckpt is not None:
+            _checkpoint(comm, shard[0], ckpt, t, rng, config, defender, adversary, logs, d_iter,
+                        a_iter, history)
         if on_round is not None:
             on_round(log)
 
@@ -540,13 +562,40 @@ def _prefixed(prefix: str, metrics: Mapping[str, float] | None) -> dict[str, flo
     return {f"{prefix}/{k}": float(v) for k, v in (metrics or {}).items()}
 
 
-def _shared(comm: Communicator | None, prompts: Sequence[str]) -> list[str]:
-    return list(prompts) if comm is None else list(comm.gather(list(prompts)))
+def _takes_stream_ids(policy: Policy) -> bool:
+    """Whether ``policy.sample`` accepts the optional ``stream_ids`` keyword (see Policy)."""
+    try:
+        param = inspect.signature(policy.sample).parameters.get("stream_ids")
+    except (TypeError, ValueError):  # a builtin or C-implemented sample with no signature
+        return False
+    return param is not None and param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD)
 
 
-def _rollout(defender, adversary, reward, config, seeds, rng, shard=(0, 1)) -> _Rollout:
+def _text_stream(text: str) -> int:
+    """A stream id fixed by the text alone (64 bits of BLAKE2b), the same in every process."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _sample(policy, contexts, k, rng, rank, streams) -> Samples:
+    """``policy.sample`` with exactly one draw from the shared generator ``rng``.
+
+    Whatever the policy does with the generator it is given, ``rng`` advances the same on every
+    rank, so the ranks keep drawing the same global batches. A policy that takes ``stream_ids``
+    gets the same generator on every rank and split-independent stream ids (its rows then draw
+    what one process would draw); any other policy gets a generator of its rank's own.
+    """
+    draw = int(rng.integers(2**63))
+    if _takes_stream_ids(policy):
+        return policy.sample(contexts, k, np.random.default_rng(draw), stream_ids=list(streams))
+    return policy.sample(contexts, k, np.random.default_rng([draw, rank]))
+
+
+def _rollout(defender, adversary, reward, config, seeds, rng, shard=(0, 1), comm=None) -> _Rollout:
     # Every rank draws the same global batch from the same generator and keeps its slice, so the
-    # ranks' slices together are exactly the batch a single process would play.
+    # ranks' slices together are exactly the batch a single process would play. Sampling keeps
+    # them together too: each policy call takes one draw from rng (_sample), the adversary's
+    # rows are keyed by their global row index and the defender's by the prompt's text, so with
+    # stream-keyed policies every row draws what it would draw in one process.
     if config.conditional_adversary:
         idx = rng.choice(len(seeds), size=config.batch_size, replace=len(seeds) < config.batch_size)
         contexts = [seeds[int(i)] for i in idx]
@@ -554,8 +603,9 @@ def _rollout(defender, adversary, reward, config, seeds, rng, shard=(0, 1)) -> _
         contexts = [""] * config.batch_size
     rank, world = shard
     local = config.batch_size // world
-    contexts = contexts[rank * local : (rank + 1) * local]
-    ps = adversary.sample(contexts, 1, rng)
+    rows = range(rank * local, (rank + 1) * local)
+    contexts = contexts[rows.start : rows.stop]
+    ps = _sample(adversary, contexts, 1, rng, rank, rows)
     # Each context's weights sum to 1; spread the batch's mass evenly over its contexts.
     p_weights = np.asarray(ps.weights, dtype=np.float64) / local
     # The defender answers each distinct prompt once, so rows map back to prompts unambiguously.
@@ -563,21 +613,26 @@ def _rollout(defender, adversary, reward, config, seeds, rng, shard=(0, 1)) -> _
     occ_uniq = np.array([index.setdefault(p, len(index)) for p in ps.outputs], dtype=np.int64)
     uniq = list(index)
     uniq_w = np.bincount(occ_uniq, weights=p_weights, minlength=len(uniq))
-    rs = defender.sample(uniq, config.responses_per_prompt, rng)
+    rs = _sample(defender, uniq, config.responses_per_prompt, rng, rank, map(_text_stream, uniq))
     row_uniq = np.array([_lookup(index, c) for c in rs.contexts], dtype=np.int64)
     ctx, out, w = list(rs.contexts), list(rs.outputs), list(np.asarray(rs.weights, dtype=np.float64))
     n_mix = int(round(config.seed_mix * len(uniq)))
+    # One draw whatever n_mix is (it depends on the rank's own prompts); each rank mixes in its
+    # own seed prompts from a generator of its own.
+    mix_rng = np.random.default_rng([int(rng.integers(2**63)), rank]) if config.seed_mix else None
     if n_mix:
-        mixed = [seeds[int(i)] for i in rng.choice(len(seeds), size=n_mix)]
-        ms = defender.sample(mixed, config.responses_per_prompt, rng)
+        mixed = [seeds[int(i)] for i in mix_rng.choice(len(seeds), size=n_mix)]
+        ms = _sample(defender, mixed, config.responses_per_prompt, mix_rng, rank, range(n_mix))
         ctx += ms.contexts
         out += ms.outputs
         w += list(np.asarray(ms.weights, dtype=np.float64))
         row_uniq = np.r_[row_uniq, np.full(len(ms.outputs), -1, dtype=np.int64)]
     rewards = checked_rewards(reward, ctx, out)
+    prompts = tuple(ps.outputs)
     return _Rollout(
         seeds=tuple(ps.contexts),
-        prompts=tuple(ps.outputs),
+        prompts=prompts,
+        all_prompts=prompts if comm is None else tuple(comm.gather(list(prompts))),
         prompt_weights=p_weights,
         occ_uniq=occ_uniq,
         uniq_weights=uniq_w,
@@ -642,12 +697,30 @@ def _rollout_metrics(roll: _Rollout, config: GameConfig) -> dict[str, float]:
     return {
         "reward/mean": float(np.sum(w * r) / total),
         "attack/success_rate": float(np.sum(w * (r < config.attack_threshold)) / total),
-        "prompts/unique": float(len(roll.uniq_weights)),
+        "prompts/unique": float(len(set(roll.all_prompts))),  # in the global batch
     }
 
 
 # ----------------------------------------------------------------------------- checkpoints
 _STATE = "state.json"
+
+
+def _checkpoint(comm, rank, ckpt, t, *state) -> None:
+    """Rank 0 writes the checkpoint; under ``comm`` every rank then waits for it and learns
+    whether it worked, so no rank runs (or returns) ahead of a checkpoint being written and a
+    failed write stops every rank, not rank 0 alone."""
+    error: Exception | None = None
+    if rank == 0:
+        try:
+            _save_checkpoint(ckpt, t, *state)
+        except Exception as exc:  # re-raised below, after the other ranks heard of it
+            error = exc
+    if comm is not None:
+        status = comm.gather(["" if error is None else f"{type(error).__name__}: {error}"])
+        if error is None and status[0]:
+            raise PolicyError(f"rank 0 could not write the round-{t} checkpoint: {status[0]}")
+    if error is not None:
+        raise error
 
 
 def _save_checkpoint(ckpt, t, rng, config, defender, adversary, logs, d_iter, a_iter, history) -> None:

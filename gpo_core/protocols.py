@@ -97,7 +97,15 @@ class MirrorStep:
 
 @runtime_checkable
 class Policy(Protocol):
-    """A conditional generator ``pi(output | context)`` that can take a :class:`MirrorStep`."""
+    """A conditional generator ``pi(output | context)`` that can take a :class:`MirrorStep`.
+
+    Optional: ``sample`` may accept a keyword ``stream_ids`` (one integer in ``[0, 2**64)`` per
+    context; ``backends.hf.HFPolicy`` does). The game loop then passes ids that name each row's
+    random stream independently of how the batch is split across processes, and expects a
+    context's draws to depend only on the generator, its id and the parameters, not on the
+    other contexts in the call. Policies without it work unchanged (see
+    :func:`gpo_core.alignment.run_game`'s ``comm``).
+    """
 
     def sample(
         self, contexts: Sequence[str], num_samples: int, rng: np.random.Generator
