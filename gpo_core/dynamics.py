@@ -30,6 +30,7 @@ import dataclasses
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
+from scipy.linalg import blas as _blas
 
 from gpo_core import _xp
 from gpo_core._validate import check_positive, check_positive_int, check_strategy, short
@@ -164,6 +165,7 @@ def play(
     rec_last = _xp.full(xp, (n_rec, *batch), 0.0, payoff)
     k = 0
     t = 0
+    axpy = _axpy_for(xp, payoff.dtype)
     for t in range(1, steps + 1):
         ux = row_utilities(payoff, y)  # A y_t
         uy_t = uy  # -A^T x_t
@@ -181,10 +183,10 @@ def play(
             ux_sum += ux
             uy_sum += uy_t
         else:
-            x_sum += w * x
-            y_sum += w * y
-            ux_sum += w * ux
-            uy_sum += w * uy_t
+            axpy(w, x, x_sum)
+            axpy(w, y, y_sum)
+            axpy(w, ux, ux_sum)
+            axpy(w, uy_t, uy_sum)
 
         last = t == steps
         if t % record_every == 0 or last or tol is not None:
@@ -210,6 +212,31 @@ def play(
         row_state=row_state,
         col_state=col_state,
     )
+
+
+def _axpy_for(xp: Any, dtype: Any) -> Any:
+    """``axpy(w, v, total)``: ``total += w * v`` in place.
+
+    For numpy float64/float32 it is BLAS's axpy on the flattened arrays (one call, no temporary:
+    a third of ``total += w * v``'s time at 1000 actions); ``v`` and ``total`` are C-contiguous
+    here (fresh results of ``@`` and of the rules, and ``zeros_like``). Other libraries and
+    dtypes use the plain expression.
+    """
+    if xp is np and dtype in (np.float64, np.float32):
+        blas = _blas.daxpy if dtype == np.float64 else _blas.saxpy
+
+        def axpy(w: float, v: np.ndarray, total: np.ndarray) -> None:
+            if v.flags.c_contiguous and total.flags.c_contiguous and v.dtype == total.dtype:
+                blas(v.reshape(-1), total.reshape(-1), a=w)
+            else:
+                total += w * v
+
+        return axpy
+
+    def plain(w: float, v: Any, total: Any) -> None:
+        total += w * v
+
+    return plain
 
 
 def _probabilities(xp: Any, state: Any) -> np.ndarray:

@@ -59,12 +59,20 @@ __all__ = ["PRMPlusState", "predictive_regret_matching_plus"]
 
 
 class PRMPlusState(NamedTuple):
-    """State of :func:`predictive_regret_matching_plus`."""
+    """State of :func:`predictive_regret_matching_plus`.
 
-    logits: np.ndarray  # (..., n) normalised log-probabilities of the strategy played now
-    strategy: np.ndarray  # (..., n) the same strategy as probabilities (exact zeros kept)
+    ``logits`` (``log strategy``) is computed when asked for, as for
+    :class:`gpo_core.RMPlusState`: the rule itself only needs probabilities.
+    """
+
+    strategy: np.ndarray  # (..., n) the strategy played now (exact zeros kept)
     cum_regret: np.ndarray  # (..., n) clipped cumulative regrets Q_t >= 0
     count: int  # updates made so far
+
+    @property
+    def logits(self) -> np.ndarray:
+        """``log(strategy)`` with exact zeros at the finite log floor (see ``gpo_core.simplex``)."""
+        return _safe_log(_xp.namespace(self.strategy), self.strategy)
 
 
 def predictive_regret_matching_plus() -> UpdateRule:
@@ -90,11 +98,11 @@ def predictive_regret_matching_plus() -> UpdateRule:
 
     def init(logits: Any) -> PRMPlusState:
         xp, z = _init_logits(logits)
-        return PRMPlusState(z, _softmax(xp, z), xp.zeros_like(z), 0)
+        return PRMPlusState(_softmax(xp, z), xp.zeros_like(z), 0)
 
     def step(state: PRMPlusState, utilities: Any) -> PRMPlusState:
-        xp, u = _check_utilities(state.logits, utilities)
         x = state.strategy
+        xp, u = _check_utilities(x, utilities)
         # u - <u, x>, with 1-ulp rounding noise zeroed exactly as RM+ does: when all actions tie
         # the regret (and so the prediction) is 0 and PRM+ keeps its strategy instead of jumping.
         regret = _instant_regret(u, x, xp)  # a new array: the updates below touch no input
@@ -103,11 +111,10 @@ def predictive_regret_matching_plus() -> UpdateRule:
         total = xp.sum(theta, axis=-1, keepdims=True)
         if (total.min() if xp is np else xp.min(total)) > 0:  # common: no fallback, no copies
             theta /= total
-            return PRMPlusState(_safe_log(xp, theta), theta, q, state.count + 1)
+            return PRMPlusState(theta, q, state.count + 1)
         # No positive predicted regret: keep playing the current strategy (any point of the
         # simplex keeps the guarantee, see the module docstring).
-        z, p = _normalise_or_keep(xp, theta, total, x, state.logits)
-        return PRMPlusState(z, p, q, state.count + 1)
+        return PRMPlusState(_normalise_or_keep(xp, theta, total, x), q, state.count + 1)
 
     return UpdateRule(init, step, "prm+")
 

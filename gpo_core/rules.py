@@ -115,12 +115,21 @@ class OptimisticState(NamedTuple):
 
 
 class RMPlusState(NamedTuple):
-    """State of :func:`regret_matching_plus`."""
+    """State of :func:`regret_matching_plus`: the regrets and the strategy they give.
 
-    logits: np.ndarray  # (..., n)
+    ``logits`` (``log strategy``, zeros at the log floor) is computed when asked for: regret
+    matching never needs it, and taking a log of every strategy cost about 5% of a
+    1000x1000 step.
+    """
+
     cum_regret: np.ndarray  # (..., n) clipped cumulative regrets Q >= 0
     count: int
-    strategy: np.ndarray  # (..., n) softmax(logits), kept exactly (regrets are measured against it)
+    strategy: np.ndarray  # (..., n) the strategy played, kept exactly (regrets are measured on it)
+
+    @property
+    def logits(self) -> np.ndarray:
+        """``log(strategy)`` with exact zeros at the finite log floor (see ``gpo_core.simplex``)."""
+        return _safe_log(_xp.namespace(self.strategy), self.strategy)
 
 
 def mirror_step(
@@ -209,7 +218,14 @@ def _check_utilities(state_logits: np.ndarray, utilities: Any) -> tuple[Any, np.
             f"utilities must have {state_logits.shape[-1]} entries on the last axis (one per "
             f"action, matching the state), got shape {tuple(u.shape)}"
         )
-    if not xp.all(xp.isfinite(u)):
+    # numpy: a sum is finite only if every entry is, so one reduction settles the common case;
+    # a non-finite sum (an inf or nan, or finite entries that overflow together) gets the full check.
+    finite = (
+        math.isfinite(float(u.sum())) or bool(np.all(np.isfinite(u)))
+        if xp is np
+        else xp.all(xp.isfinite(u))
+    )
+    if not finite:
         raise ValueError(
             f"utilities must be finite, got non-finite entries (nan or inf) in {short(utilities)}; "
             "check the payoffs or rewards that produced them"
@@ -343,29 +359,26 @@ def regret_matching_plus() -> UpdateRule:
 
     def init(logits: Any) -> RMPlusState:
         xp, z = _init_logits(logits)
-        return RMPlusState(z, xp.zeros_like(z), 0, _softmax(xp, z))
+        return RMPlusState(xp.zeros_like(z), 0, _softmax(xp, z))
 
     def step(state: RMPlusState, utilities: Any) -> RMPlusState:
-        xp, u = _check_utilities(state.logits, utilities)
         x = state.strategy
+        xp, u = _check_utilities(x, utilities)
         # a new array: safe to clip in place
         q = _xp.relu_(xp, state.cum_regret + _instant_regret(u, x, xp))
         total = xp.sum(q, axis=-1, keepdims=True)
         if (total.min() if xp is np else xp.min(total)) > 0:  # common: no fallback, no copies
-            p = q / total
-            return RMPlusState(_safe_log(xp, p), q, state.count + 1, p)
+            return RMPlusState(q, state.count + 1, q / total)
         # No positive regret yet (or all regrets cancelled): keep playing the current strategy.
-        z, p = _normalise_or_keep(xp, q, total, x, state.logits)
-        return RMPlusState(z, q, state.count + 1, p)
+        return RMPlusState(q, state.count + 1, _normalise_or_keep(xp, q, total, x))
 
     return UpdateRule(init, step, "rm+")
 
 
-def _normalise_or_keep(xp: Any, v: Any, total: Any, x: Any, logits: Any) -> tuple[Any, Any]:
-    """``(logits, strategy)``: ``v / total`` where ``total > 0``, else keep ``x`` and ``logits``."""
+def _normalise_or_keep(xp: Any, v: Any, total: Any, x: Any) -> Any:
+    """``v / total`` where ``total > 0``; the current strategy ``x`` elsewhere."""
     positive = total > 0
-    p = xp.where(positive, v / xp.where(positive, total, 1.0), x)
-    return xp.where(positive, _safe_log(xp, p), logits), p
+    return xp.where(positive, v / xp.where(positive, total, 1.0), x)
 
 
 def _instant_regret(u: np.ndarray, x: np.ndarray, xp: Any = np) -> np.ndarray:
