@@ -40,6 +40,19 @@ def highs_solve_lp(payoff: np.ndarray, warmup: bool = False):
     return sol.row, sol.col
 
 
+def highs_random_game(n: int, seed: int = 0, warmup: bool = False):
+    """gc.solve_lp on ``gc.MatrixGame.random(n, seed)``, built inside the worker.
+
+    For the 10k game: sending an 800 MB matrix through the worker's pipe would cost more than
+    drawing it again. The timed call includes drawing the game (seconds, against a cap of minutes).
+    """
+    import gpo_core as gc
+
+    game = gc.MatrixGame.random(2 if warmup else n, seed=seed)
+    sol = gc.solve_lp(game)
+    return sol.row, sol.col, float(np.max(game.payoff @ sol.col) - np.min(sol.row @ game.payoff))
+
+
 def openspiel_lp(payoff: np.ndarray, warmup: bool = False):
     """open_spiel.python.algorithms.lp_solver.solve_zero_sum_matrix_game (cvxpy + ECOS)."""
     import pyspiel

@@ -6,18 +6,21 @@ a. Time to Nash gap 1e-4 on n x n random games (U[-1, 1]) for n in {100, 1000, 3
    regret-matching rules of the library (RM+ and predictive RM+, alternating, linear or quadratic
    averaging) against ``gc.solve_lp`` (two HiGHS LPs, killed at the cap and then reported as "not
    finished") and, at n = 100, OpenSpiel's C++ CFR+; iterations against plain alternating RM+
-   with linear averaging (= CFR+ on a matrix game).
+   with linear averaging (= CFR+ on a matrix game); RM+ with quadratic averaging also runs on a
+   float32 copy of the game (its gap re-checked in float64).
 b. One ``gc.play`` step's cost against the two bare matrix-vector products it needs (``A @ y``
    and ``x @ A``, float64) on 1000 x 1000 and 3000 x 3000: per-step times of ``play`` and of a
    loop of the two products are measured alternately, several times, and the ratio of the
-   medians is reported (target <= 1.15). float32 is reported as unsupported when the core casts
-   payoffs to float64 (the bare float32 products are timed for reference).
+   medians is reported (target <= 1.15); the same for a float32 game, and for the payoff as a
+   torch tensor (float64 and float32; on CPU, and on CUDA when a GPU is present, where wall time
+   with ``torch.cuda.synchronize()`` is compared).
 c. 10,000 games of 10 x 10 in one batched ``play`` call against a Python loop of ``play`` over
    the single games (same rule, same fixed number of steps; target >= 25x). The batched result
    is checked against the loop's to 1e-12 on the games the loop ran.
 d. (full run only, and only with enough free memory) a 10,000 x 10,000 float64 game solved to
    Nash gap 1e-3 in a fresh process, with that process's peak resident memory (``VmHWM``) and
-   ``play``'s own peak allocations (``tracemalloc``) against the 800 MB matrix.
+   ``play``'s own peak allocations (``tracemalloc``) against the 800 MB matrix; then HiGHS
+   (``gc.solve_lp``) on the same game in a worker killed after ``--d-highs-cap`` seconds.
 
 Usage::
 
@@ -46,6 +49,8 @@ import _solvers as sv  # noqa: E402
 import gpo_core as gc  # noqa: E402
 from gpo_core.predictive import predictive_regret_matching_plus  # noqa: E402
 
+THREADS: int | None = None
+
 RULES = (
     ("RM+ (alt., linear avg) [plain]", gc.regret_matching_plus, "linear"),
     ("RM+ (alt., quadratic avg)", gc.regret_matching_plus, "quadratic"),
@@ -64,6 +69,12 @@ def _play(game, make, averaging, steps, tol=None):
         tol=tol,
         record_every=max(1, steps // 1000),
     )
+
+
+def _float32_game(game: gc.MatrixGame) -> gc.MatrixGame | None:
+    """The game stored in float32, or None while the core casts every payoff to float64."""
+    f32 = gc.MatrixGame(game.payoff.astype(np.float32))
+    return f32 if f32.payoff.dtype == np.float32 else None
 
 
 # ----------------------------------------------------------------------------------- part a
@@ -107,6 +118,26 @@ def part_a(sizes: list[int], cap: float, highs_cap: float, threads: int, tol: fl
                 rows.append([n, f"gpo {label}", cm.fmt_time(seconds) if reached else f"> {cap:g} s",
                              ratio, traj.num_steps, it_ratio,
                              f"gap {float(traj.final_gap):.1e}"])
+            f32 = _float32_game(game)
+            if f32 is not None:
+                # the same fastest-family rule on the float32 copy: half the bytes per matvec; its
+                # gap is re-checked in float64 on the float64 matrix
+                label = "RM+ (alt., quadratic avg), float32 game"
+                seconds, traj = cm.best_of(
+                    lambda: _play(f32, gc.regret_matching_plus, "quadratic", budget, tol)
+                )
+                gap64 = sv.gap(game.payoff, np.asarray(traj.average.row, dtype=np.float64),
+                               np.asarray(traj.average.col, dtype=np.float64))
+                reached = gap64 <= tol
+                timings.append((seconds if reached else float("inf"), label))
+                if highs_ok:
+                    ratio = cm.fmt_ratio(seconds / highs_s) if reached else "—"
+                else:
+                    ratio = f"< {cm.fmt_ratio(seconds / highs_cap)}" if reached else "—"
+                rows.append([n, f"gpo {label}", cm.fmt_time(seconds) if reached else "not reached",
+                             ratio, traj.num_steps,
+                             cm.fmt_ratio(traj.num_steps / base_iters) if base_iters else "—",
+                             f"gap {gap64:.1e} (float64 check)"])
             best = min(timings)
             if np.isfinite(best[0]):
                 rows.append([n, f"**fastest library rule: {best[1]}**", cm.fmt_time(best[0]),
@@ -169,6 +200,75 @@ def step_cost(game: gc.MatrixGame, make: Any, steps: int, reps: int, **kwargs) -
     }
 
 
+def _torch_rows(game: gc.MatrixGame, case: tuple, steps: int, reps: int) -> list[list[str]]:
+    """The same step-cost comparison with the payoff as a torch tensor (CPU, and CUDA if present).
+
+    Empty when torch is missing or the core does not take tensors. CUDA launches are
+    asynchronous, so each block ends with ``torch.cuda.synchronize()`` and only wall time counts
+    there (the CPU time of a GPU run measures the launching thread, not the work).
+    """
+    try:
+        import torch
+    except ImportError:
+        return []
+    torch.set_num_threads(max(1, torch.get_num_threads() if THREADS is None else THREADS))
+    label, make, kwargs = case
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    for device in devices:
+        for dtype in (torch.float64, torch.float32):
+            a = torch.as_tensor(game.payoff, dtype=dtype, device=device)
+            try:
+                tgame = gc.MatrixGame(a)
+            except (TypeError, ImportError) as err:
+                return [[game_label(game), "torch", f"not supported: {short_error(err)}",
+                         "—", "—", "—", "—", "—"]]
+            if not isinstance(tgame.payoff, torch.Tensor):
+                return []
+            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+            v = torch.full((a.shape[0],), 1.0 / a.shape[0], dtype=dtype, device=device)
+            bare_w, play_w, bare_c, play_c = [], [], [], []
+            gc.play(tgame, make(), steps=2, record_every=2, **kwargs)  # warm-up (CUDA context)
+            for _ in range(reps):
+                sync()
+                w0, c0 = time.perf_counter(), time.process_time()
+                for _ in range(steps):
+                    a @ v
+                    v @ a
+                sync()
+                bare_w.append((time.perf_counter() - w0) / steps)
+                bare_c.append((time.process_time() - c0) / steps)
+                w0, c0 = time.perf_counter(), time.process_time()
+                gc.play(tgame, make(), steps=steps, record_every=steps, **kwargs)
+                sync()
+                play_w.append((time.perf_counter() - w0) / steps)
+                play_c.append((time.process_time() - c0) / steps)
+            med = np.median
+            if device == "cuda":
+                ratio = float(med(play_w) / med(bare_w))
+                rows.append([game_label(game), f"torch {str(dtype)[6:]} cuda", label,
+                             cm.fmt_time(float(med(play_w))) + " (wall)",
+                             cm.fmt_time(float(med(bare_w))) + " (wall)", f"{ratio:.3f}× (wall)",
+                             f"{min(play_w) / min(bare_w):.3f}×",
+                             "met" if ratio <= 1.15 else "missed"])
+            else:
+                ratio = float(med(play_c) / med(bare_c))
+                rows.append([game_label(game), f"torch {str(dtype)[6:]} cpu", label,
+                             cm.fmt_time(float(med(play_c))), cm.fmt_time(float(med(bare_c))),
+                             f"{ratio:.3f}×", f"{min(play_w) / min(bare_w):.3f}×",
+                             "met" if ratio <= 1.15 else "missed"])
+    return rows
+
+
+def game_label(game: gc.MatrixGame) -> str:
+    m, n = game.shape
+    return f"{m}×{n}"
+
+
+def short_error(err: BaseException) -> str:
+    return str(err).splitlines()[0][:80]
+
+
 def part_b(sizes: list[int], reps: int) -> str:
     rows = []
     cases = (
@@ -189,14 +289,23 @@ def part_b(sizes: list[int], reps: int) -> str:
             rows.append([f"{n}×{n}", "float64", label, cm.fmt_time(r["play_cpu"]),
                          cm.fmt_time(r["bare_cpu"]), f"{r['cpu_ratio']:.3f}×",
                          f"{r['min_ratio']:.3f}×", verdict])
-        f32 = game.payoff.astype(np.float32)
-        core_dtype = gc.MatrixGame(f32).payoff.dtype
-        t32 = float(np.median([_bare_pair(f32, steps)[1] for _ in range(reps)]))
-        t64 = float(np.median([_bare_pair(game.payoff, steps)[1] for _ in range(reps)]))
-        rows.append([f"{n}×{n}", "float32",
-                     f"not supported: MatrixGame stores {core_dtype} (casts the input)", "—",
-                     cm.fmt_time(t32), f"bare f32 pair = {t32 / t64:.2f}× the f64 pair",
-                     "—", "—"])
+        f32 = _float32_game(game)
+        if f32 is None:
+            t32 = float(np.median([_bare_pair(game.payoff.astype(np.float32), steps)[1]
+                                   for _ in range(reps)]))
+            t64 = float(np.median([_bare_pair(game.payoff, steps)[1] for _ in range(reps)]))
+            rows.append([f"{n}×{n}", "float32",
+                         "not supported: MatrixGame casts payoffs to float64", "—",
+                         cm.fmt_time(t32), f"bare f32 pair = {t32 / t64:.2f}× the f64 pair",
+                         "—", "—"])
+        else:
+            for label, make, kwargs in cases[:2]:
+                r = step_cost(f32, make, 2 * steps, reps, **kwargs)
+                verdict = "met" if r["cpu_ratio"] <= 1.15 else "missed"
+                rows.append([f"{n}×{n}", "float32", label, cm.fmt_time(r["play_cpu"]),
+                             cm.fmt_time(r["bare_cpu"]), f"{r['cpu_ratio']:.3f}×",
+                             f"{r['min_ratio']:.3f}×", verdict])
+        rows.extend(_torch_rows(game, cases[0], steps, reps))
         print(f"<!-- part b: n = {n} done -->", file=sys.stderr)
     cols = ["game", "dtype", "rule", "play: CPU time per step", "bare A@y + x@A (CPU)",
             "ratio (median CPU)", "ratio (min wall)", "target ≤ 1.15×"]
@@ -232,7 +341,7 @@ def part_c(num_games: int, loop_games: int, steps: int) -> str:
 
 
 # ----------------------------------------------------------------------------------- part d
-def part_d(n: int, tol: float, cap: float, threads: int) -> str:
+def part_d(n: int, tol: float, cap: float, threads: int, highs_cap: float = 600.0) -> str:
     """Run :func:`part_d_child` in a fresh process, so that its peak RSS is this part's alone."""
     need_gib = 3 * n * n * 8 / 2**30 + 1.0
     avail = cm.mem_available_gib()
@@ -244,7 +353,22 @@ def part_d(n: int, tol: float, cap: float, threads: int) -> str:
                                      repeat_below=0.0)
     finally:
         runner.close()
-    return text if status == "ok" else f"Part d failed: {status} {text}\n"
+    text = text if status == "ok" else f"Part d failed: {status} {text}\n"
+    if highs_cap > 0:
+        runner = cm.CappedRunner(threads)
+        try:
+            status, seconds, result = runner.run("_solvers", "highs_random_game", (n, 0),
+                                                 highs_cap, repeat_below=0.0)
+        finally:
+            runner.close()
+        if status == "ok":
+            text += (f"\nHiGHS (`gc.solve_lp`) on the same game: solved in {seconds:.0f} s "
+                     f"(drawing the game included), gap {result[2]:.0e}.\n")
+        elif status == "capped":
+            text += f"\nHiGHS (`gc.solve_lp`) on the same game: not finished in {highs_cap:g} s.\n"
+        else:
+            text += f"\nHiGHS (`gc.solve_lp`) on the same game failed: {status} {result}\n"
+    return text
 
 
 def _peak_rss() -> int:
@@ -315,9 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parts", default=None, help="which parts to run, e.g. 'ab' (default: all)"
     )
+    parser.add_argument(
+        "--d-highs-cap", type=float, default=600.0,
+        help="seconds HiGHS gets on part d's 10k game (0 skips it; default 600)",
+    )
     args = parser.parse_args(argv)
     parts = args.parts or ("abc" if args.quick else "abcd")
     cm.limit_threads(args.threads)
+    global THREADS
+    THREADS = args.threads  # torch keeps its own intra-op pool; part b gives it the same count
     t_start = time.perf_counter()
     q = args.quick
     settings = {
@@ -326,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "b": f"sizes [1000, 3000], {9 if q else 25} alternating blocks of ~50 ms each",
         "c": "10,000 games, loop timed on 500 games and scaled, 100 steps" if q
         else "10,000 games, loop over all 10,000, 100 steps",
-        "d": "10,000 × 10,000, gap 1e-3, cap 300 s",
+        "d": f"10,000 × 10,000, gap 1e-3, cap 300 s, HiGHS cap {args.d_highs_cap:g} s",
     }
     head = cm.header(
         "Scaling of gc.play",
@@ -345,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "c": ("c. Batched games vs a Python loop",
               lambda: part_c(10_000, 500 if q else 10_000, 100)),
         "d": ("d. A 10,000 × 10,000 game to gap 1e-3, and its memory",
-              lambda: part_d(10_000, 1e-3, 300.0, args.threads)),
+              lambda: part_d(10_000, 1e-3, 300.0, args.threads, args.d_highs_cap)),
     }
     for p in parts:
         title, fn = sections[p]
