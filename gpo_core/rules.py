@@ -390,8 +390,11 @@ def _instant_regret(u: np.ndarray, x: np.ndarray, xp: Any = np) -> np.ndarray:
     ``max |u|`` are zeroed.
     """
     eps = _xp.eps(xp, u.dtype)
-    if u.ndim == 1 and xp is np:  # one game: BLAS dot products and in-place zeroing (hot path)
-        regret = u - float(np.dot(u, x))
+    if u.ndim == 1 and xp is np:  # one game: in-place zeroing (hot path)
+        # np.sum(u * x), not BLAS's dot: the same pairwise sum as the batched path below, so a
+        # game played alone and inside a batch give bit-identical iterates (a dot's different
+        # rounding, amplified where RM+ normalises near-zero regrets, reached 3e-9).
+        regret = u - float(np.sum(u * x))
         noise = 16.0 * eps * max(float(u.max()), -float(u.min()))
         regret[np.abs(regret) <= noise] = 0.0
         return regret
