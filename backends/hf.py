@@ -884,13 +884,17 @@ class HFPolicy:
         text, add_special = self._render(context)
         ids = list(self._tokenizer(text, add_special_tokens=add_special)["input_ids"])
         if not ids:
-            if self._bos_id is None:
+            # An empty context (an unconditional adversary, or an adversary that wrote an empty
+            # prompt) starts from bos; a tokenizer without one starts from eos, GPT-2's
+            # convention, so that a run never stops on an empty prompt.
+            start = self._bos_id if self._bos_id is not None else self._eos_id
+            if start is None:
                 raise ValueError(
                     f"HFPolicy {self._name!r}: context {index} ({short(context)}) encodes to no "
-                    "tokens and the tokenizer has no bos token to start from; give non-empty "
-                    "contexts or a template"
+                    "tokens and the tokenizer has neither a bos nor an eos token to start from; "
+                    "give non-empty contexts or a template"
                 )
-            ids = [self._bos_id]
+            ids = [start]
         if self._budget is not None and len(ids) > self._budget:
             if not self._truncate:
                 raise ValueError(

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from typing import Any, Callable, Literal, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -85,7 +86,11 @@ class GameConfig:
         kl_anchor: ``"previous"`` (mirror descent, the theory) or ``"initial"`` (the released
             code: a fixed-reference KL with coefficient ``*_alpha``, no proximal term).
         batch_size: contexts per rollout (seed prompts drawn, or unconditional draws).
-        responses_per_prompt: defender samples per prompt.
+        responses_per_prompt: defender samples per prompt (>= 2 for a sampling policy: a
+            per-context objective, like :class:`backends.hf.HFPolicy`'s, centres each prompt's
+            rows on their own mean, so one response per prompt carries no learning signal).
+        prompts_per_context: adversary samples per drawn context (seed prompt, or the empty
+            context of an unconditional adversary); >= 2 for the same reason.
         beta_div: weight of the diversity reward in the adversary's utility.
         seed_mix: share of each defender batch made of raw seed prompts (0 = only adversarial).
         conditional_adversary: the adversary rewrites seed prompts (True) or writes prompts from
@@ -111,7 +116,8 @@ class GameConfig:
     adversary_alpha: float = 0.0
     kl_anchor: Literal["previous", "initial"] = "previous"
     batch_size: int = 8
-    responses_per_prompt: int = 1
+    responses_per_prompt: int = 2
+    prompts_per_context: int = 2
     beta_div: float = 0.0
     seed_mix: float = 0.0
     conditional_adversary: bool = True
@@ -128,7 +134,8 @@ class GameConfig:
             raise ValueError(f"gap_every must be an integer >= 0 (0 = never), got {self.gap_every!r}")
         check_positive(self.gap_eta, "gap_eta")
         for name in ("rounds", "defender_steps", "adversary_steps", "batch_size",
-                     "responses_per_prompt", "snapshot_every", "gap_steps"):
+                     "responses_per_prompt", "prompts_per_context", "snapshot_every",
+                     "gap_steps"):
             check_positive_int(getattr(self, name), name)
         for name in ("defender_eta", "adversary_eta"):
             value = getattr(self, name)
@@ -456,6 +463,7 @@ def run_game(
                 "checkpoint_dir must be a folder all ranks see (a shared filesystem)"
             )
 
+    warned: set[str] = set()
     for t in range(start, config.rounds + 1):
         metrics: dict[str, float] = {}
         if (t - 1) % config.snapshot_every == 0:
@@ -465,6 +473,8 @@ def run_game(
             roll = _rollout(defender, adversary, reward, config, seeds, rng, shard, comm)
             d_exp = _defender_experience(roll)
             a_exp, a_metrics = _adversary_experience(roll, config, diversity, history)
+            _warn_if_no_signal("defender", d_exp, config, warned)
+            _warn_if_no_signal("adversary", a_exp, config, warned)
             metrics.update(_prefixed("defender", defender.update(d_exp, d_step)))
             metrics.update(_prefixed("adversary", adversary.update(a_exp, a_step)))
             metrics.update(_rollout_metrics(roll, config))
@@ -474,11 +484,14 @@ def run_game(
         else:
             for _ in range(config.defender_steps):
                 roll = _rollout(defender, adversary, reward, config, seeds, rng, shard, comm)
-                metrics.update(_prefixed("defender", defender.update(_defender_experience(roll), d_step)))
+                d_exp = _defender_experience(roll)
+                _warn_if_no_signal("defender", d_exp, config, warned)
+                metrics.update(_prefixed("defender", defender.update(d_exp, d_step)))
             metrics.update({f"defender_phase/{k}": v for k, v in _rollout_metrics(roll, config).items()})
             for _ in range(config.adversary_steps):
                 roll = _rollout(defender, adversary, reward, config, seeds, rng, shard, comm)
                 a_exp, a_metrics = _adversary_experience(roll, config, diversity, history)
+                _warn_if_no_signal("adversary", a_exp, config, warned)
                 metrics.update(_prefixed("adversary", adversary.update(a_exp, a_step)))
                 history.extend(roll.all_prompts)
             metrics.update(_rollout_metrics(roll, config))
@@ -605,7 +618,7 @@ def _rollout(defender, adversary, reward, config, seeds, rng, shard=(0, 1), comm
     local = config.batch_size // world
     rows = range(rank * local, (rank + 1) * local)
     contexts = contexts[rows.start : rows.stop]
-    ps = _sample(adversary, contexts, 1, rng, rank, rows)
+    ps = _sample(adversary, contexts, config.prompts_per_context, rng, rank, rows)
     # Each context's weights sum to 1; spread the batch's mass evenly over its contexts.
     p_weights = np.asarray(ps.weights, dtype=np.float64) / local
     # The defender answers each distinct prompt once, so rows map back to prompts unambiguously.
@@ -641,6 +654,29 @@ def _rollout(defender, adversary, reward, config, seeds, rng, shard=(0, 1), comm
         response_weights=np.asarray(w, dtype=np.float64),
         row_uniq=row_uniq,
         rewards=rewards,
+    )
+
+
+def _warn_if_no_signal(player: str, exp: Experience, config: GameConfig, warned: set[str]) -> None:
+    """Warn once per run when every context of a player's batch holds a single distinct output.
+
+    A per-context objective (HFPolicy's PG and regression losses, any update that centres each
+    context's utilities on their mean) then has exactly zero gradient: the player never learns.
+    Enumerating policies (the tabular backends) send several rows per context and never trip it.
+    """
+    field = "responses_per_prompt" if player == "defender" else "prompts_per_context"
+    if getattr(config, field) > 1 or player in warned or len(exp.contexts) == 0:
+        return  # (a one-action enumerated table also sends one row per context: nothing to learn)
+    if len(set(zip(exp.contexts, exp.outputs))) > len(set(exp.contexts)):
+        return  # some context compares two different outputs
+    warned.add(player)
+    fix = f"{field}=1"
+    warnings.warn(
+        f"every context in the {player}'s batch has one sampled output ({fix}): an update "
+        "that centres each context on its own mean (HFPolicy's objectives) gets no learning "
+        f"signal and the {player} will not move; set {field} >= 2",
+        UserWarning,
+        stacklevel=3,
     )
 
 

@@ -90,8 +90,11 @@ def main() -> None:
     reward = CallableReward(lambda prompts, responses: [r.count("the") / 6 for r in responses])
     # batch_size <= len(seed_prompts): each batch holds distinct seed prompts, so no adversary
     # context has rows on two ranks and N ranks play exactly the game one process plays.
+    # Two rewrites per seed prompt: the adversary's per-context objective needs two rows per
+    # context to have a learning signal (with one it would stand still and prove little).
     config = GameConfig(rounds=args.rounds, batch_size=8, responses_per_prompt=4,
-                        defender_eta=10.0, adversary_eta=10.0, seed=args.seed)
+                        prompts_per_context=2, defender_eta=10.0, adversary_eta=10.0,
+                        seed=args.seed)
     played: list[int] = []
     result = run_game(players[0], players[1], reward, config,
                       seed_prompts=list(HARMLESS_SENTENCES[:8]), comm=comm,

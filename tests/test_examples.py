@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py") if p.name != "__init__.py")
 # Extra arguments that keep the slow ones short; every example must accept --steps.
 FAST = {
-    "smollm_safety.py": ["--batch-size", "1", "--responses", "1", "--max-new-tokens", "4"],
+    "smollm_safety.py": ["--batch-size", "1", "--responses", "2", "--max-new-tokens", "4"],
 }
 
 

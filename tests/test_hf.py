@@ -658,8 +658,14 @@ def test_bad_call_arguments_are_named(words):
         policy.log_prob(["a", "b"], ["a", 3])
     with pytest.raises(ValueError, match="got 2 contexts and 1 outputs"):
         policy.log_prob(["a", "b"], ["a"])
-    with pytest.raises(ValueError, match=r"'defender': context 0 \(''\) encodes to no tokens"):
-        policy.log_prob([""], ["a"])
+    # an empty context (an adversary's empty prompt) starts from eos when there is no bos
+    empty = float(policy.log_prob([""], ["a"])[0])
+    with torch.no_grad():
+        start = torch.tensor([[policy._eos_id]])
+        logits = policy.model(input_ids=start).logits[0, -1].double()
+    a_id = words.convert_tokens_to_ids("a")
+    # one new token at most (ONE), so log_prob is the first token's log-probability after eos
+    assert empty == pytest.approx(torch.log_softmax(logits, -1)[a_id].item(), rel=1e-6)
     with pytest.raises(ValueError, match="output 0 .* special token ids"):
         policy.log_prob(["a"], ["</s>"])
 
@@ -736,3 +742,38 @@ def test_token_log_probs_sum_to_the_sequence_log_prob(words):
         assert np.all(row <= 0)
         assert 1 <= len(row) <= 3
         np.testing.assert_allclose(row.sum(), total, atol=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["regression", "pg"])
+def test_conditional_adversary_needs_two_rewrites_per_seed_to_learn(words, objective):
+    """One sampled prompt per seed: each context's rows are centred on their own mean, so the
+    adversary's update is exactly zero and the loop warns; two rewrites per seed move it."""
+    import warnings
+
+    from backends.rewards import CallableReward
+    from gpo_core.alignment import GameConfig, run_game
+
+    def players():
+        gen = GenerationSettings(max_new_tokens=3)
+        return [HFPolicy(tiny_llama(words, seed=s).to(torch.float64), words,
+                         generation=gen, objective=objective, lr=5e-2, name=name)
+                for s, name in ((1, "defender"), (2, "adversary"))]
+
+    # the prompt counts too, so two different rewrites of a seed almost surely score differently
+    reward = CallableReward(lambda prompts, responses: [
+        (p.split().count("a") + 2 * r.split().count("a")) / 9 for p, r in zip(prompts, responses)])
+    seeds = ["a b", "b c", "c d", "d a"]
+    moved = {}
+    for k in (1, 2):
+        defender, adversary = players()
+        before = _flat(adversary.model)
+        config = GameConfig(rounds=1, batch_size=4, prompts_per_context=k, defender_eta=5.0,
+                            adversary_eta=5.0, seed=0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_game(defender, adversary, reward, config, seed_prompts=seeds)
+        said = [str(w.message) for w in caught if "prompts_per_context" in str(w.message)]
+        assert bool(said) == (k == 1)
+        moved[k] = float((_flat(adversary.model) - before).abs().max())
+    assert moved[1] == 0.0
+    assert moved[2] > 1e-4
