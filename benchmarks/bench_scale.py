@@ -217,7 +217,8 @@ def _torch_rows(game: gc.MatrixGame, case: tuple, steps: int, reps: int) -> list
     rows = []
     for device in devices:
         for dtype in (torch.float64, torch.float32):
-            a = torch.as_tensor(game.payoff, dtype=dtype, device=device)
+            # a writable copy: torch warns on (and cannot protect) numpy's read-only payoff
+            a = torch.tensor(np.array(game.payoff), dtype=dtype, device=device)
             try:
                 tgame = gc.MatrixGame(a)
             except (TypeError, ImportError) as err:
