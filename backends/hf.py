@@ -120,6 +120,10 @@ class GenerationSettings:
 class HFPolicy:
     """A ``transformers`` causal LM as a :class:`gpo_core.protocols.Policy`.
 
+    Both objectives compare a context's rows with each other (they centre on the context's own
+    mean), so a context needs two different outputs to move the policy: ``centres_contexts`` tells
+    :func:`gpo_core.alignment.run_game` to warn when a batch gives every context one output.
+
     The policy takes ownership of ``model``: it is moved to ``device``/``dtype``, put in
     ``eval()`` mode, wrapped by ``peft`` when ``peft_config`` is given, and trained in place.
 
@@ -173,6 +177,8 @@ class HFPolicy:
         >>> float(np.exp(policy.log_prob(["yes"] * 3, outs)).sum().round(6))
         1.0
     """
+
+    centres_contexts = True  # see the class docstring; read by run_game's no-signal warning
 
     def __init__(
         self,
@@ -1171,6 +1177,8 @@ def _uniforms(keys: np.ndarray, step: int) -> np.ndarray:
 def _check_stream_ids(stream_ids: Sequence[int] | None, n: int) -> np.ndarray:
     if stream_ids is None:
         return np.arange(n, dtype=np.uint64)
+    if isinstance(stream_ids, np.ndarray) and stream_ids.ndim == 1:
+        stream_ids = stream_ids.tolist()  # an integer array is as good as a list
     if isinstance(stream_ids, (str, bytes)) or not isinstance(stream_ids, Sequence):
         raise TypeError(
             f"stream_ids must be a sequence of integers (one per context) or None, got "

@@ -5,7 +5,7 @@ or ``seed_file`` (one prompt per line, relative to the config), and five tables:
 
 * ``[game]`` -- any field of :class:`gpo_core.alignment.GameConfig` (rounds, schedule,
   defender_steps, adversary_steps, defender_eta, adversary_eta, defender_alpha, adversary_alpha,
-  kl_anchor, batch_size, responses_per_prompt, beta_div, seed_mix, conditional_adversary,
+  kl_anchor, batch_size, responses_per_prompt, prompts_per_context, beta_div, seed_mix, conditional_adversary,
   output, attack_threshold, snapshot_every, gap_every, gap_steps, gap_eta, seed);
 * ``[defender]`` and ``[adversary]`` -- ``model`` (``"tiny"``: a random tiny Llama built on the
   spot over a tokenizer trained on the seed prompts; or a local folder of a ``transformers``

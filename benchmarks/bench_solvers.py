@@ -3,7 +3,7 @@
 Random zero-sum games ``A_ij ~ U[-1, 1]`` (``gc.MatrixGame.random(n, seed=...)``), square, of
 10 to 1000 actions, all solvers side by side in one run. For each solver and size the table
 shows the time until the Nash gap ``max_i (A y)_i - min_j (x^T A)_j`` of its output is below the
-target, the ratio to ``gc.solve_lp`` (two HiGHS LPs) on the same game, and the iterations used.
+target, the ratio to ``gc.solve_lp`` (one HiGHS LP and its duals) on the same game, and the iterations used.
 
 How each solver is timed:
 

@@ -142,6 +142,8 @@ def as_float_array(value: Any, name: str, *, min_ndim: int = 0) -> Any:
     xp = namespace(value, name)
     if xp is np:
         return as_real_array(value, name, min_ndim=min_ndim, keep_float32=True)
+    if hasattr(value, "detach"):  # a torch tensor: games and strategies are data, not graphs
+        value = value.detach()
     dtype = value.dtype
     if not xp.isdtype(dtype, ("integral", "real floating")):
         raise TypeError(

@@ -473,8 +473,8 @@ def run_game(
             roll = _rollout(defender, adversary, reward, config, seeds, rng, shard, comm)
             d_exp = _defender_experience(roll)
             a_exp, a_metrics = _adversary_experience(roll, config, diversity, history)
-            _warn_if_no_signal("defender", d_exp, config, warned)
-            _warn_if_no_signal("adversary", a_exp, config, warned)
+            _warn_if_no_signal("defender", defender, d_exp, config, warned)
+            _warn_if_no_signal("adversary", adversary, a_exp, config, warned)
             metrics.update(_prefixed("defender", defender.update(d_exp, d_step)))
             metrics.update(_prefixed("adversary", adversary.update(a_exp, a_step)))
             metrics.update(_rollout_metrics(roll, config))
@@ -485,13 +485,13 @@ def run_game(
             for _ in range(config.defender_steps):
                 roll = _rollout(defender, adversary, reward, config, seeds, rng, shard, comm)
                 d_exp = _defender_experience(roll)
-                _warn_if_no_signal("defender", d_exp, config, warned)
+                _warn_if_no_signal("defender", defender, d_exp, config, warned)
                 metrics.update(_prefixed("defender", defender.update(d_exp, d_step)))
             metrics.update({f"defender_phase/{k}": v for k, v in _rollout_metrics(roll, config).items()})
             for _ in range(config.adversary_steps):
                 roll = _rollout(defender, adversary, reward, config, seeds, rng, shard, comm)
                 a_exp, a_metrics = _adversary_experience(roll, config, diversity, history)
-                _warn_if_no_signal("adversary", a_exp, config, warned)
+                _warn_if_no_signal("adversary", adversary, a_exp, config, warned)
                 metrics.update(_prefixed("adversary", adversary.update(a_exp, a_step)))
                 history.extend(roll.all_prompts)
             metrics.update(_rollout_metrics(roll, config))
@@ -657,24 +657,27 @@ def _rollout(defender, adversary, reward, config, seeds, rng, shard=(0, 1), comm
     )
 
 
-def _warn_if_no_signal(player: str, exp: Experience, config: GameConfig, warned: set[str]) -> None:
-    """Warn once per run when every context of a player's batch holds a single distinct output.
+def _warn_if_no_signal(
+    player: str, policy: Any, exp: Experience, config: GameConfig, warned: set[str]
+) -> None:
+    """Warn once per run when a context-centring policy gets one distinct output per context.
 
-    A per-context objective (HFPolicy's PG and regression losses, any update that centres each
-    context's utilities on their mean) then has exactly zero gradient: the player never learns.
-    Enumerating policies (the tabular backends) send several rows per context and never trip it.
+    A policy whose update centres each context's rows on their own mean (it says so with a true
+    ``centres_contexts`` attribute, as :class:`backends.hf.HFPolicy` does) then has exactly zero
+    gradient: it never moves. Other policies (an importance-weighted table) learn from single
+    samples and are not warned about.
     """
     field = "responses_per_prompt" if player == "defender" else "prompts_per_context"
-    if getattr(config, field) > 1 or player in warned or len(exp.contexts) == 0:
-        return  # (a one-action enumerated table also sends one row per context: nothing to learn)
+    if (getattr(config, field) > 1 or player in warned or len(exp.contexts) == 0
+            or getattr(policy, "centres_contexts", False) is not True):
+        return
     if len(set(zip(exp.contexts, exp.outputs))) > len(set(exp.contexts)):
         return  # some context compares two different outputs
     warned.add(player)
-    fix = f"{field}=1"
     warnings.warn(
-        f"every context in the {player}'s batch has one sampled output ({fix}): an update "
-        "that centres each context on its own mean (HFPolicy's objectives) gets no learning "
-        f"signal and the {player} will not move; set {field} >= 2",
+        f"every context in the {player}'s batch has one sampled output ({field}=1): its update "
+        f"centres each context on its own mean, so it gets no learning signal and the {player} "
+        f"will not move; set {field} >= 2",
         UserWarning,
         stacklevel=3,
     )

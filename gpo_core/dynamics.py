@@ -256,5 +256,5 @@ def _initial(
     except (ValueError, RuntimeError) as exc:  # torch reports a bad broadcast as RuntimeError
         raise ValueError(
             f"{name} must broadcast to the game's batch: shape {(*batch, size)} or (..., {size}), "
-            f"got shape {arr.shape}; give one strategy, or one per game"
+            f"got shape {tuple(arr.shape)}; give one strategy, or one per game"
         ) from exc

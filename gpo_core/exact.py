@@ -156,10 +156,12 @@ def solve_qre(
     max_iter = check_positive_int(max_iter, "max_iter")
     m, n = game.shape
     payoff = _host_payoff(game)
+    # like=payoff (numpy float64): a magnet of any library is checked in its own and comes back
+    # as numpy float64
     rho_x = (np.full(m, 1.0 / m) if magnet_row is None
-             else check_strategy(to_numpy(magnet_row), "magnet_row", m))
+             else check_strategy(magnet_row, "magnet_row", m, like=payoff))
     rho_y = (np.full(n, 1.0 / n) if magnet_col is None
-             else check_strategy(to_numpy(magnet_col), "magnet_col", n))
+             else check_strategy(magnet_col, "magnet_col", n, like=payoff))
     batch = game.batch_shape
     rows, cols = np.empty((*batch, m)), np.empty((*batch, n))
     values, residuals = np.empty(batch), np.empty(batch)

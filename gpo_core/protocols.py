@@ -105,6 +105,10 @@ class Policy(Protocol):
     context's draws to depend only on the generator, its id and the parameters, not on the
     other contexts in the call. Policies without it work unchanged (see
     :func:`gpo_core.alignment.run_game`'s ``comm``).
+
+    Optional: a true ``centres_contexts`` attribute says that ``update`` compares each context's
+    rows with each other (as HFPolicy's objectives do), so one output per context gives it no
+    signal; the loop then warns when a batch has that shape.
     """
 
     def sample(

@@ -202,20 +202,21 @@ def _check_mirror_params(eta: Any, alpha: Any) -> None:
         )
 
 
-def _check_utilities(state_logits: np.ndarray, utilities: Any) -> tuple[Any, np.ndarray]:
-    """``(xp, u)``: the state's namespace and ``utilities`` checked and converted to it."""
-    if type(state_logits) is np.ndarray and type(utilities) is np.ndarray:  # play()'s hot path
+def _check_utilities(like: np.ndarray, utilities: Any) -> tuple[Any, np.ndarray]:
+    """``(xp, u)``: ``like``'s namespace (a state's logits or strategy) and ``utilities`` checked
+    and converted to it (its library, dtype and device; one entry per action of ``like``)."""
+    if type(like) is np.ndarray and type(utilities) is np.ndarray:  # play()'s hot path
         try:
-            xp, u = np, np.asarray(utilities, dtype=state_logits.dtype)
+            xp, u = np, np.asarray(utilities, dtype=like.dtype)
         except (TypeError, ValueError) as exc:  # strings, objects
             raise TypeError(
                 f"utilities must be a real numeric array, got {short(utilities)} ({exc})"
             ) from exc
     else:
-        xp, u = _xp.namespace(state_logits), _convert(utilities, state_logits, "utilities")
-    if u.shape[-1:] != state_logits.shape[-1:]:
+        xp, u = _xp.namespace(like), _convert(utilities, like, "utilities")
+    if u.shape[-1:] != like.shape[-1:]:
         raise ValueError(
-            f"utilities must have {state_logits.shape[-1]} entries on the last axis (one per "
+            f"utilities must have {like.shape[-1]} entries on the last axis (one per "
             f"action, matching the state), got shape {tuple(u.shape)}"
         )
     # numpy: a sum is finite only if every entry is, so one reduction settles the common case;
@@ -398,7 +399,8 @@ def _instant_regret(u: np.ndarray, x: np.ndarray, xp: Any = np) -> np.ndarray:
         noise = 16.0 * eps * max(float(u.max()), -float(u.min()))
         regret[np.abs(regret) <= noise] = 0.0
         return regret
-    # Batched games, or another library: no host round trip (a GPU never waits here).
+    # Batched games, or another library: no host round trip here (the rule's step still waits
+    # for the GPU in _check_utilities' finiteness test and at its "any positive regret" test).
     regret = u - xp.sum(u * x, axis=-1, keepdims=True)
     noise = 16.0 * eps * xp.max(xp.abs(u), axis=-1, keepdims=True)
     return xp.where(xp.abs(regret) <= noise, 0.0, regret)

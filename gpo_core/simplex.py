@@ -12,7 +12,6 @@ torch on its own device.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,6 @@ __all__ = ["softmax", "log_softmax", "logsumexp", "entropy", "kl", "uniform_logi
 # about -708.4, left a spurious 2.2e-308 probability on those actions.) It serves float32 too:
 # it is a finite float32, far below the log of the smallest float32 subnormal (-103.3).
 _LOG_TINY = 2.0 * float(np.log(np.finfo(np.float64).tiny))
-_NULL = contextlib.nullcontext()
 
 
 def logsumexp(z: Any) -> Any:
@@ -104,7 +102,7 @@ def uniform_logits(n: int, batch_shape: tuple[int, ...] = (), *, like: Any = Non
 # libraries never warn, so they need no error-state context.
 def _logsumexp(xp: Any, z: Any) -> Any:
     top = xp.max(z, axis=-1, keepdims=True)
-    with np.errstate(under="ignore") if xp is np else _NULL:
+    with _xp.errstate(xp, under="ignore"):
         return xp.log(xp.sum(xp.exp(z - top), axis=-1)) + top[..., 0]
 
 
@@ -113,7 +111,7 @@ def _log_softmax(xp: Any, z: Any) -> Any:
 
 
 def _softmax(xp: Any, z: Any) -> Any:
-    with np.errstate(under="ignore") if xp is np else _NULL:
+    with _xp.errstate(xp, under="ignore"):
         e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
     return e / xp.sum(e, axis=-1, keepdims=True)
 

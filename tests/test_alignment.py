@@ -372,3 +372,24 @@ def test_saved_files_get_the_users_usual_permissions(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
     assert path.read_text() == "hello"
     assert [p.name for p in tmp_path.iterdir()] == ["report.txt"]  # no temporary left behind
+
+
+def test_no_signal_warning_only_for_policies_that_centre_contexts():
+    """A sampling table learns from single samples (importance-weighted), so the loop must not
+    warn about it; a policy that declares ``centres_contexts`` is warned about."""
+    import warnings
+
+    game = gc.MatrixGame.random(3, 3, seed=2)
+    config = GameConfig(rounds=2, batch_size=2, responses_per_prompt=1, prompts_per_context=1,
+                        conditional_adversary=False, defender_eta=1.0, adversary_eta=1.0)
+    for centres in (False, True):
+        d, a, r = matrix_game_players(game)
+        d.mode = a.mode = "sample"
+        if centres:
+            d.centres_contexts = True
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_game(d, a, r, config)
+        said = [str(w.message) for w in caught if "no learning signal" in str(w.message)]
+        assert len(said) == (1 if centres else 0), said
+        assert not centres or "defender" in said[0]

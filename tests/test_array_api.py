@@ -398,3 +398,14 @@ def test_exact_solvers_take_torch_and_float32_games_and_return_numpy_float64(dty
     host = np.asarray(game.payoff.numpy(), dtype=np.float64)
     gap = np.max(host @ lp.col[..., None], axis=-2)[..., 0] - np.min(lp.row[..., None, :] @ host, axis=-1)[..., 0]
     assert np.all(gap < 1e-9)
+
+
+def test_tensors_that_require_grad_are_detached():
+    """A game is data: play must not build an autograd graph across its steps."""
+    a = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)
+    game = gc.MatrixGame(a)
+    assert not game.payoff.requires_grad
+    x0 = torch.full((4,), 0.25, dtype=torch.float64, requires_grad=True)
+    traj = gc.play(game, gc.regret_matching_plus(), steps=20, x0=x0)
+    assert traj.average.row.grad_fn is None and not traj.average.row.requires_grad
+    assert traj.nash_gap.grad_fn is None
