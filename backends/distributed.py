@@ -179,7 +179,13 @@ def init(backend: str | None = None) -> TorchComm:
             "launch with: torchrun --standalone --nproc_per_node N script.py"
         )
     if dist.is_initialized():
-        backend = str(dist.get_backend())
+        existing = str(dist.get_backend())
+        if backend is not None and backend != existing:
+            raise ValueError(
+                f"backend={backend!r}, but the process group was already initialised with "
+                f"{existing!r}; pass backend=None (or {existing!r}) to join it"
+            )
+        backend = existing
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     device = torch.device("cpu")
     if backend == "nccl":

@@ -254,3 +254,23 @@ def test_communicators_name_bad_arguments_and_work_as_one_process():
     grads = [p.grad.clone() for p in layer.parameters()]
     comm.average_gradients(list(layer.parameters()))
     assert all(torch.equal(p.grad, g) for p, g in zip(layer.parameters(), grads))
+
+
+def test_init_joins_an_existing_group_and_refuses_another_backend(monkeypatch, tmp_path):
+    import torch.distributed as dist
+
+    from backends.distributed import init
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        with pytest.raises(ValueError, match="backend='nccl', but the process group was already "
+                                             "initialised with 'gloo'"):
+            init("nccl")
+        comm = init()
+        assert (comm.rank, comm.world_size) == (0, 1)
+        assert init("gloo").world_size == 1
+    finally:
+        dist.destroy_process_group()
