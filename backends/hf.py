@@ -1134,9 +1134,8 @@ def _merge_repeated_rows(
         return ctx, out, u, w
     weight = np.bincount(ids, weights=w, minlength=n)
     weighted = np.bincount(ids, weights=w * u, minlength=n)
-    plain = np.bincount(ids, weights=u, minlength=n) / np.bincount(ids, minlength=n)
-    positive = weight > 0
-    utility = np.where(positive, weighted / np.where(positive, weight, 1.0), plain)
+    # a zero-weight row adds nothing to either loss, so its utility may be anything (0 here)
+    utility = np.divide(weighted, weight, out=np.zeros(n), where=weight > 0)
     rows = list(index)
     return [c for c, _ in rows], [o for _, o in rows], utility, weight
 
