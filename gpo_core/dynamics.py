@@ -166,12 +166,15 @@ def play(
     k = 0
     t = 0
     axpy = _axpy_for(xp, payoff.dtype)
+    col_product = _col_product(xp, payoff)
+    # np.max's Python wrapper costs more than the reduction: call the ufunc (the same result)
+    row_max = np.maximum.reduce if xp is np else xp.max
     for t in range(1, steps + 1):
         ux = row_utilities(payoff, y)  # A y_t
         uy_t = uy  # -A^T x_t
         row_state = row_rule.step(row_state, ux)
         x_next = _probabilities(xp, row_state)
-        uy = col_utilities(payoff, x_next)  # -A^T x_{t+1}
+        uy = col_product(x_next)  # -A^T x_{t+1}
         col_state = col_rule.step(col_state, uy if alternating else uy_t)
         y_next = _probabilities(xp, col_state)
 
@@ -190,8 +193,11 @@ def play(
 
         last = t == steps
         if t % record_every == 0 or last or tol is not None:
-            gap = (xp.max(ux_sum, axis=-1) + xp.max(uy_sum, axis=-1)) / weight_sum
-            stop = tol is not None and bool(xp.all(gap <= tol))
+            gap = (row_max(ux_sum, axis=-1) + row_max(uy_sum, axis=-1)) / weight_sum
+            if tol is None:
+                stop = False
+            else:  # one game: a scalar test, not np.all's wrapper
+                stop = bool(gap <= tol) if gap.ndim == 0 else bool(xp.all(gap <= tol))
             if t % record_every == 0 or last or stop:
                 rec_steps[k] = t
                 rec_gap[k] = gap
@@ -226,8 +232,13 @@ def _axpy_for(xp: Any, dtype: Any) -> Any:
         blas = _blas.daxpy if dtype == np.float64 else _blas.saxpy
 
         def axpy(w: float, v: np.ndarray, total: np.ndarray) -> None:
-            if v.flags.c_contiguous and total.flags.c_contiguous and v.dtype == total.dtype:
-                blas(v.reshape(-1), total.reshape(-1), a=w)
+            # total is play's own sum, of the game's dtype (not always C-ordered: zeros_like
+            # keeps a broadcast y0's layout)
+            if v.dtype == dtype and v.flags.c_contiguous and total.flags.c_contiguous:
+                if v.ndim == 1:  # a single game: no reshape views
+                    blas(v, total, a=w)
+                else:
+                    blas(v.reshape(-1), total.reshape(-1), a=w)
             else:
                 total += w * v
 
@@ -237,6 +248,20 @@ def _axpy_for(xp: Any, dtype: Any) -> Any:
         total += w * v
 
     return plain
+
+
+def _col_product(xp: Any, payoff: Any) -> Any:
+    """``x -> -A^T x`` (``col_utilities``), negated in place for a single numpy game."""
+    if xp is not np or payoff.ndim != 2:
+        return lambda x: col_utilities(payoff, x)
+
+    def product(x: np.ndarray) -> np.ndarray:
+        if x.ndim != 1:
+            return col_utilities(payoff, x)
+        u = x @ payoff
+        return np.negative(u, out=u)
+
+    return product
 
 
 def _probabilities(xp: Any, state: Any) -> np.ndarray:

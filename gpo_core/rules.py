@@ -227,11 +227,15 @@ def _check_utilities(like: np.ndarray, utilities: Any) -> tuple[Any, np.ndarray]
         else xp.all(xp.isfinite(u))
     )
     if not finite:
-        raise ValueError(
-            f"utilities must be finite, got non-finite entries (nan or inf) in {short(utilities)}; "
-            "check the payoffs or rewards that produced them"
-        )
+        raise _non_finite(utilities)
     return xp, u
+
+
+def _non_finite(utilities: Any) -> ValueError:
+    return ValueError(
+        f"utilities must be finite, got non-finite entries (nan or inf) in {short(utilities)}; "
+        "check the payoffs or rewards that produced them"
+    )
 
 
 def _init_logits(logits: Any) -> tuple[Any, np.ndarray]:
@@ -364,6 +368,14 @@ def regret_matching_plus() -> UpdateRule:
 
     def step(state: RMPlusState, utilities: Any) -> RMPlusState:
         x = state.strategy
+        regret = _vector_regret(x, utilities)
+        if regret is not None:  # one numpy game: the same arithmetic in fewer numpy calls
+            q = state.cum_regret + regret
+            _MAXIMUM(q, 0.0, out=q)
+            total = _SUM(q)
+            if total > 0:
+                return RMPlusState(q, state.count + 1, q / total)
+            return RMPlusState(q, state.count + 1, _normalise_or_keep(np, q, total, x))
         xp, u = _check_utilities(x, utilities)
         # a new array: safe to clip in place
         q = _xp.relu_(xp, state.cum_regret + _instant_regret(u, x, xp))
@@ -380,6 +392,43 @@ def _normalise_or_keep(xp: Any, v: Any, total: Any, x: Any) -> Any:
     """``v / total`` where ``total > 0``; the current strategy ``x`` elsewhere."""
     positive = total > 0
     return xp.where(positive, v / xp.where(positive, total, 1.0), x)
+
+
+# ufunc methods called directly: np.sum and ndarray.max go through Python wrappers that cost
+# more than the reduction itself on a 1000-vector. add.reduce is the same pairwise sum as np.sum.
+_SUM = np.add.reduce
+_MAX = np.maximum.reduce
+_MIN = np.minimum.reduce
+_MAXIMUM = np.maximum
+
+
+def _vector_regret(x: Any, utilities: Any) -> np.ndarray | None:
+    """``_instant_regret`` of ``_check_utilities``' result for one numpy game, or ``None``.
+
+    The hot path of ``play`` on a single numpy game: ``utilities`` is a 1-d array of the
+    strategy's dtype and length. Bit-identical to the general path, with fewer numpy calls: the
+    maximum and minimum that set the noise level also settle finiteness (they propagate nan and
+    show an inf), and the noise entries are searched only when the smallest ``|regret|`` is
+    within the noise level. ``None`` sends every other input to the general path.
+    """
+    if not (
+        type(utilities) is np.ndarray
+        and type(x) is np.ndarray
+        and utilities.ndim == 1
+        and utilities.shape == x.shape
+        and utilities.dtype == x.dtype
+    ):
+        return None
+    hi = float(_MAX(utilities))
+    lo = float(_MIN(utilities))
+    if not (math.isfinite(hi) and math.isfinite(lo)):
+        raise _non_finite(utilities)
+    regret = utilities - float(_SUM(utilities * x))
+    noise = 16.0 * _xp.eps(np, utilities.dtype) * max(hi, -lo)
+    size = np.abs(regret)
+    if _MIN(size) <= noise:
+        regret[size <= noise] = 0.0
+    return regret
 
 
 def _instant_regret(u: np.ndarray, x: np.ndarray, xp: Any = np) -> np.ndarray:
