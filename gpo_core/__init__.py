@@ -23,6 +23,7 @@ from gpo_core.diagnostics import (
 from gpo_core.dynamics import Profile, Trajectory, play
 from gpo_core.exact import QRESolution, Solution, solve_lp, solve_qre
 from gpo_core.games import MatrixGame
+from gpo_core.pivot import PivotSolution, solve_pivot
 from gpo_core.predictive import PRMPlusState, predictive_regret_matching_plus
 from gpo_core.rules import (
     HedgeState,
@@ -49,6 +50,7 @@ __all__ = [
     "MatrixGame",
     "OptimisticState",
     "PRMPlusState",
+    "PivotSolution",
     "Profile",
     "QRESolution",
     "RMPlusState",
@@ -78,6 +80,7 @@ __all__ = [
     "regularized_gap",
     "softmax",
     "solve_lp",
+    "solve_pivot",
     "solve_qre",
     "uniform_logits",
 ]

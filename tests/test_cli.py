@@ -10,7 +10,7 @@ import pytest
 from gpo_core.cli import main
 
 
-def test_solve_openspiel_game_prints_the_lp_answer(capsys):
+def test_solve_openspiel_game_prints_the_exact_answer(capsys):
     assert main(["solve", "matrix_brps", "--rule", "rm+", "--alternating", "--averaging", "linear",
                  "--steps", "3000"]) == 0
     out = capsys.readouterr().out
@@ -27,7 +27,8 @@ def test_solve_payoff_file_and_plot(tmp_path, capsys):
     assert main(["solve", str(path), "--rule", "optimistic-hedge", "--steps", "2000",
                  "--plot", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert "(LP: 0.2)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(exact: 0.2)" in out and "solve_pivot" in out
 
 
 @pytest.mark.parametrize(
