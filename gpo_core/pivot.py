@@ -31,10 +31,14 @@ largest entries of the average strategies, with :math:`k` the mean support size 
 iterates. The closer the start, the fewer pivots: on random 100 x 100 games 40 warm steps leave a
 handful of pivots.
 
+**Degenerate games** (ties, duplicate strategies, many equilibria) make exact zeros that rounding
+blurs: the ratio test is Harris's (among near-ties, pivot on the largest element), a singular
+warm basis is halved until it is not, and a breakdown restarts once from a pure basis
+(:math:`k = 1`, never singular).
+
 **Certified.** The answer is checked, never trusted: the Nash gap of the returned profile is
-computed from full products, and if it exceeds ``tol`` (a degenerate game whose ratio tests tie,
-a near-singular :math:`M`) the game is solved by :func:`gpo_core.solve_lp` (HiGHS) instead and
-``method`` says so.
+computed from full products, and if it exceeds ``tol`` the game is solved by
+:func:`gpo_core.solve_lp` (HiGHS) instead and ``method`` says so.
 """
 
 from __future__ import annotations
@@ -70,9 +74,10 @@ class _Breakdown(Exception):
     """Numerical trouble inside the pivoting (a singular start, a near-zero pivot, a failed
     ratio test); ``pivots`` says how many were made before it."""
 
-    def __init__(self, message: str, pivots: int = 0) -> None:
+    def __init__(self, message: str, pivots: int = 0, at_start: bool = False) -> None:
         super().__init__(message)
         self.pivots = pivots
+        self.at_start = at_start
 
 
 def solve_pivot(
@@ -140,19 +145,24 @@ def solve_pivot(
         scale = scale if scale > 0 else 1.0
         a = payoff[idx] / scale
         answer, count = None, 0
-        # The warm basis first; if it is singular or the pivoting breaks down, a pure basis
-        # (always nonsingular); if that fails too, HiGHS.
-        for steps in dict.fromkeys((int(warm_steps), 0)):
-            S, T = _warm_supports(a, steps)
+        S, T = _warm_supports(a, int(warm_steps))
+        k = len(S)
+        while True:
             try:
-                x, y, v, used = _pivot(a, S, T, rng, int(max_pivots))
+                x, y, v, used = _pivot(a, S[:k], T[:k], rng, int(max_pivots))
             except _Breakdown as err:
                 count += err.pivots
-                continue
-            count += used
-            if _certified(a, x, y, tol):
-                answer = x, y, v
-                break
+                if err.at_start and k > 1:
+                    k //= 2  # a degenerate game: a smaller basis from the same ranking
+                    continue
+            else:
+                count += used
+                if _certified(a, x, y, tol):
+                    answer = x, y, v
+                    break
+            if k == 1:
+                break  # HiGHS
+            k = 1  # one more try from a pure basis, which is never singular
         methods[idx] = "pivot" if answer is not None else "highs"
         x, y, v = answer if answer is not None else _solve_one(a)
         rows[idx], cols[idx], values[idx] = x, y, v * scale
@@ -169,7 +179,8 @@ def _certified(a: np.ndarray, x: np.ndarray, y: np.ndarray, tol: float) -> bool:
 
 
 def _warm_supports(a: np.ndarray, steps: int) -> tuple[list[int], list[int]]:
-    """Equal-size supports guessed from ``steps`` of alternating RM+ (quadratic averaging)."""
+    """Equal-size supports guessed from ``steps`` of alternating RM+ (quadratic averaging),
+    each ranked by weight (its first ``k'`` entries are the guess of size ``k'``)."""
     m, n = a.shape
     if steps == 0:
         # A pure basis is always nonsingular: M = [[0, 1], [1, a_ij]].
@@ -272,14 +283,7 @@ def _pivot(
             e = b
             dP, zP = basis.direction(p_row, e, rb)
             basic_p = rb if p_row else ~rb
-            cand = basic_p & (dP < -1e-13)
-            cand[e] = False
-            if not cand.any():
-                raise _Breakdown("unbounded ratio test")
-            cur = np.maximum(val + mu * rate, 0.0)
-            ratios = np.full(N, np.inf)
-            ratios[cand] = cur[cand] / -dP[cand]
-            lv = int(np.argmin(ratios))
+            lv = _ratio_test(dP, np.maximum(val + mu * rate, 0.0), basic_p, e)
             # The other side Q: lv's complement enters, e's complement (at zero) leaves.
             dQ, zQ = basis.direction(not p_row, lv, rb)
             if not dQ[e] > 1e-13:
@@ -341,11 +345,11 @@ class _Basis:
         try:
             self.Minv = np.linalg.inv(M)
         except np.linalg.LinAlgError:
-            raise _Breakdown("singular start basis") from None
+            raise _Breakdown("singular start basis", at_start=True) from None
         # e.g. a constant game, where every A_ST with k >= 2 is singular
         cond = np.abs(M).sum(0).max() * np.abs(self.Minv).sum(0).max()
         if not np.isfinite(self.Minv).all() or cond > 1e12:
-            raise _Breakdown("ill-conditioned start basis")
+            raise _Breakdown("ill-conditioned start basis", at_start=True)
 
     def refactor(self) -> None:
         self.Minv = np.linalg.inv(_bordered(self.a, self.S, self.T))
@@ -467,6 +471,22 @@ class _Basis:
             self.posT[j] = q
             self.AT[[q, last]] = self.AT[[last, q]]
             Minv[[q + 1, k]] = Minv[[k, q + 1]]
+
+
+def _ratio_test(d: np.ndarray, cur: np.ndarray, basic: np.ndarray, e: int) -> int:
+    """The basic variable that reaches zero first as the entering one grows (Harris's two-pass
+    test: among those reaching zero within a tolerance of the first, the one with the largest
+    rate of decrease, so that degenerate games, whose ties are exact, never pivot on a
+    rounding-sized element)."""
+    drop = -d
+    cand = basic & (drop > 1e-9 * max(1.0, float(np.abs(d).max())))
+    cand[e] = False
+    if not cand.any():
+        raise _Breakdown("unbounded ratio test")
+    idx = np.flatnonzero(cand)
+    bound = ((cur[idx] + 1e-12) / drop[idx]).min()
+    near = idx[cur[idx] / drop[idx] <= bound]
+    return int(near[np.argmax(drop[near])])
 
 
 def _check_pivot(value: float) -> None:

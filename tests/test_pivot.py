@@ -196,3 +196,18 @@ def test_torch_game_is_solved_on_a_host_copy():
     assert isinstance(sol.row, np.ndarray)
     np.testing.assert_array_equal(sol.row, ref.row)
     np.testing.assert_array_equal(sol.col, ref.col)
+
+
+def test_openspiel_toy_games_are_solved_by_pivoting():
+    # Kuhn poker and blotto in matrix form are degenerate (many equilibria, duplicate pure
+    # strategies); blotto's warm bases are all singular, so this exercises the halving and the
+    # Harris ratio test; OpenSpiel's own games are the reference the design names.
+    pytest.importorskip("pyspiel")
+    from gpo_core.cli import toy_games
+
+    for game in toy_games():
+        sol = gc.solve_pivot(game)
+        assert str(sol.method) == "pivot", game.name
+        assert _gap(game, sol) <= 1e-12 * max(1.0, float(np.abs(game.payoff).max())), game.name
+        lp = gc.solve_lp(game)
+        assert float(sol.value) == pytest.approx(float(lp.value), abs=1e-9), game.name
