@@ -47,14 +47,13 @@ import numpy as np
 
 from gpo_core import _xp
 from gpo_core.rules import (
-    _MAXIMUM,
-    _SUM,
     UpdateRule,
     _check_utilities,
     _init_logits,
     _instant_regret,
+    _is_vector,
     _normalise_or_keep,
-    _vector_regret,
+    _regret_matching_into,
 )
 from gpo_core.simplex import _safe_log, _softmax
 
@@ -105,17 +104,10 @@ def predictive_regret_matching_plus() -> UpdateRule:
 
     def step(state: PRMPlusState, utilities: Any) -> PRMPlusState:
         x = state.strategy
-        regret = _vector_regret(x, utilities)
-        if regret is not None:  # one numpy game: the same arithmetic in fewer numpy calls
-            q = state.cum_regret + regret
-            _MAXIMUM(q, 0.0, out=q)  # Q' = [Q + r]^+
-            theta = q + regret
-            _MAXIMUM(theta, 0.0, out=theta)  # theta = [Q' + r]^+
-            total = _SUM(theta)
-            if total > 0:
-                theta /= total
-                return PRMPlusState(theta, q, state.count + 1)
-            return PRMPlusState(_normalise_or_keep(np, theta, total, x), q, state.count + 1)
+        if _is_vector(x, utilities, state.cum_regret):  # one numpy game: play's hot path
+            q = state.cum_regret.copy()
+            strategy = _prm_plus_into(x, utilities, q, np.empty_like(x), np.empty_like(x))
+            return PRMPlusState(strategy, q, state.count + 1)
         xp, u = _check_utilities(x, utilities)
         # u - <u, x>, with 1-ulp rounding noise zeroed exactly as RM+ does: when all actions tie
         # the regret (and so the prediction) is 0 and PRM+ keeps its strategy instead of jumping.
@@ -130,5 +122,8 @@ def predictive_regret_matching_plus() -> UpdateRule:
         # simplex keeps the guarantee, see the module docstring).
         return PRMPlusState(_normalise_or_keep(xp, theta, total, x), q, state.count + 1)
 
+    step.in_place = _prm_plus_into  # what play runs on one numpy game, with its own buffers
     return UpdateRule(init, step, "prm+")
 
+
+_prm_plus_into = _regret_matching_into(predictive=True)

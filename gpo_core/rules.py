@@ -368,14 +368,10 @@ def regret_matching_plus() -> UpdateRule:
 
     def step(state: RMPlusState, utilities: Any) -> RMPlusState:
         x = state.strategy
-        regret = _vector_regret(x, utilities)
-        if regret is not None:  # one numpy game: the same arithmetic in fewer numpy calls
-            q = state.cum_regret + regret
-            _MAXIMUM(q, 0.0, out=q)
-            total = _SUM(q)
-            if total > 0:
-                return RMPlusState(q, state.count + 1, q / total)
-            return RMPlusState(q, state.count + 1, _normalise_or_keep(np, q, total, x))
+        if _is_vector(x, utilities, state.cum_regret):  # one numpy game: play's hot path
+            q = state.cum_regret.copy()
+            strategy = _rm_plus_into(x, utilities, q, np.empty_like(x), np.empty_like(x))
+            return RMPlusState(q, state.count + 1, strategy)
         xp, u = _check_utilities(x, utilities)
         # a new array: safe to clip in place
         q = _xp.relu_(xp, state.cum_regret + _instant_regret(u, x, xp))
@@ -385,6 +381,7 @@ def regret_matching_plus() -> UpdateRule:
         # No positive regret yet (or all regrets cancelled): keep playing the current strategy.
         return RMPlusState(q, state.count + 1, _normalise_or_keep(xp, q, total, x))
 
+    step.in_place = _rm_plus_into  # what play runs on one numpy game, with its own buffers
     return UpdateRule(init, step, "rm+")
 
 
@@ -399,36 +396,61 @@ def _normalise_or_keep(xp: Any, v: Any, total: Any, x: Any) -> Any:
 _SUM = np.add.reduce
 _MAX = np.maximum.reduce
 _MIN = np.minimum.reduce
-_MAXIMUM = np.maximum
 
 
-def _vector_regret(x: Any, utilities: Any) -> np.ndarray | None:
-    """``_instant_regret`` of ``_check_utilities``' result for one numpy game, or ``None``.
-
-    The hot path of ``play`` on a single numpy game: ``utilities`` is a 1-d array of the
-    strategy's dtype and length. Bit-identical to the general path, with fewer numpy calls: the
-    maximum and minimum that set the noise level also settle finiteness (they propagate nan and
-    show an inf), and the noise entries are searched only when the smallest ``|regret|`` is
-    within the noise level. ``None`` sends every other input to the general path.
-    """
-    if not (
+def _is_vector(strategy: Any, utilities: Any, cum_regret: Any) -> bool:
+    """True for one numpy game whose arrays share one dtype and length: the case the in-place
+    regret-matching steps below handle (bit-identical to the general path)."""
+    return (
         type(utilities) is np.ndarray
-        and type(x) is np.ndarray
-        and utilities.ndim == 1
-        and utilities.shape == x.shape
-        and utilities.dtype == x.dtype
-    ):
-        return None
-    hi = float(_MAX(utilities))
-    lo = float(_MIN(utilities))
-    if not (math.isfinite(hi) and math.isfinite(lo)):
-        raise _non_finite(utilities)
-    regret = utilities - float(_SUM(utilities * x))
-    noise = 16.0 * _xp.eps(np, utilities.dtype) * max(hi, -lo)
-    size = np.abs(regret)
-    if _MIN(size) <= noise:
-        regret[size <= noise] = 0.0
-    return regret
+        and type(strategy) is np.ndarray
+        and type(cum_regret) is np.ndarray
+        and strategy.ndim == 1
+        and utilities.shape == strategy.shape == cum_regret.shape
+        and utilities.dtype == strategy.dtype == cum_regret.dtype
+    )
+
+
+def _regret_matching_into(predictive: bool) -> Callable[..., np.ndarray]:
+    """RM+'s step (PRM+'s with ``predictive``) for one game (:func:`_is_vector`), in place.
+
+    The returned ``step_into(x, u, q, out, scratch)`` updates the cumulative regrets ``q`` and
+    writes the new strategy to ``out`` (returned); ``scratch`` is overwritten; ``out`` and
+    ``scratch`` must not alias ``x``, ``u`` or ``q``. It is ``_check_utilities``,
+    ``_instant_regret`` and the rule's update with the same arithmetic in fewer numpy calls,
+    because after each matrix-vector product of a big game every call runs with cold caches:
+    ``max |u|`` sets the noise level and settles finiteness (it propagates nan and shows an
+    inf), and the noise entries are searched only when the smallest ``|regret|`` is within the
+    noise level.
+    """
+
+    def step_into(
+        x: np.ndarray, u: np.ndarray, q: np.ndarray, out: np.ndarray, scratch: np.ndarray
+    ) -> np.ndarray:
+        size = float(_MAX(np.absolute(u, out=scratch)))  # max(u.max(), -u.min()), exactly
+        if not math.isfinite(size):
+            raise _non_finite(u)
+        regret = np.subtract(u, float(_SUM(np.multiply(u, x, out=scratch))), out=out)
+        noise = 16.0 * _xp.eps(np, u.dtype) * size
+        if _MIN(np.absolute(regret, out=scratch)) <= noise:
+            regret[scratch <= noise] = 0.0
+        np.add(q, regret, out=q)
+        np.maximum(q, 0.0, out=q)  # Q' = [Q + r]^+
+        if predictive:  # PRM+ plays theta = [Q' + r]^+, written over the regret entry by entry
+            played = np.add(q, regret, out=out)
+            np.maximum(played, 0.0, out=played)
+        else:
+            played = q
+        total = _SUM(played)
+        if total > 0:
+            return np.divide(played, total, out=out)
+        np.copyto(out, x)  # no positive (predicted) regret: keep playing x, as _normalise_or_keep
+        return out
+
+    return step_into
+
+
+_rm_plus_into = _regret_matching_into(predictive=False)
 
 
 def _instant_regret(u: np.ndarray, x: np.ndarray, xp: Any = np) -> np.ndarray:

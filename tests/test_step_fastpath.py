@@ -1,0 +1,92 @@
+"""The one-numpy-game fast path of RM+/PRM+ (rules._regret_matching_into, play's in-place player)
+gives bit-identical results to the general path that batches and other libraries take."""
+
+import numpy as np
+import pytest
+
+import gpo_core as gc
+from gpo_core.predictive import predictive_regret_matching_plus
+
+RULES = {"rm+": gc.regret_matching_plus, "prm+": predictive_regret_matching_plus}
+
+GAMES = {
+    "random": np.random.default_rng(0).normal(size=(7, 5)),
+    "ties": np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),  # noise zeroing
+    "zero": np.zeros((3, 4)),  # no positive regret: the current strategy is kept
+    # every column the same: the column player's regrets are rounding noise, zeroed
+    "equal columns": np.repeat(np.random.default_rng(1).normal(size=(6, 1)), 7, axis=1),
+    "rps": np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]),
+}
+
+
+def _fields(traj):
+    """The arrays of a run; the gaps last (their batch axis comes second)."""
+    return [traj.last.row, traj.last.col, traj.average.row, traj.average.col,
+            traj.row_state.strategy, traj.row_state.cum_regret,
+            traj.col_state.strategy, traj.col_state.cum_regret, traj.nash_gap, traj.last_gap]
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+@pytest.mark.parametrize("game", sorted(GAMES))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("alternating", [True, False])
+def test_a_game_alone_equals_the_same_game_as_a_batch_of_one(rule, game, dtype, alternating):
+    payoff = GAMES[game].astype(dtype)
+    kwargs = dict(steps=60, alternating=alternating, averaging="quadratic", record_every=7)
+    alone = gc.play(gc.MatrixGame(payoff), RULES[rule](), **kwargs)
+    batch = gc.play(gc.MatrixGame(payoff[None]), RULES[rule](), **kwargs)
+    assert alone.row_state.count == batch.row_state.count == 60
+    one, many = _fields(alone), _fields(batch)
+    for a, b in zip(one[:-2], many[:-2]):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b[0])
+    for a, b in zip(one[-2:], many[-2:]):
+        np.testing.assert_array_equal(a, b[:, 0])
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_play_in_place_equals_the_pure_steps(rule):
+    make = RULES[rule]
+    base = make()
+    hidden = gc.UpdateRule(base.init, lambda state, u: base.step(state, u), "no in-place")
+    game = gc.MatrixGame.random(40, 30, seed=3)
+    fast = gc.play(game, make(), steps=80, alternating=True, averaging="linear", tol=1e-9)
+    pure = gc.play(game, hidden, steps=80, alternating=True, averaging="linear", tol=1e-9)
+    for a, b in zip(_fields(fast), _fields(pure)):
+        np.testing.assert_array_equal(a, b)
+    # the returned states continue the run exactly: 80 + 20 steps by hand equal 100 in play
+    state = fast.row_state
+    longer = gc.play(game, hidden, steps=81, alternating=True, averaging="linear")
+    assert state.count == 80
+    np.testing.assert_array_equal(longer.row_state.strategy, base.step(
+        state, game.payoff @ fast.last.col).strategy)
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_utilities_raise_the_same_error_alone_and_batched(rule, bad):
+    step = RULES[rule]()
+    x = np.log(np.array([0.0, 0.5, 0.5]) + 1e-300)  # an exact zero: inf * 0 would be nan
+    u = np.array([1.0, 2.0, 3.0])
+    for pos in range(3):
+        v = u.copy()
+        v[pos] = bad
+        messages = []
+        for logits, utilities in ((x, v), (x[None], v[None])):
+            with pytest.raises(ValueError, match="utilities must be finite") as err:
+                step.step(step.init(logits), utilities)
+            messages.append(str(err.value).split(" in array")[0])
+        assert messages[0] == messages[1]
+
+
+def test_the_rule_step_never_mutates_its_inputs():
+    for make in RULES.values():
+        rule = make()
+        state = rule.step(rule.init(np.zeros(4)), np.array([1.0, -2.0, 0.5, 0.0]))
+        before = {k: np.array(v, copy=True) for k, v in state._asdict().items()}
+        u = np.array([0.5, 0.5, -1.0, 2.0])
+        u_before = u.copy()
+        rule.step(state, u)
+        np.testing.assert_array_equal(u, u_before)
+        for name, value in state._asdict().items():
+            np.testing.assert_array_equal(value, before[name])
