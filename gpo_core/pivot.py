@@ -1,35 +1,38 @@
 r"""Exact Nash equilibria by pivoting on supports, warm-started by regret matching+.
 
 **The bases are support pairs.** The row player's LP
-:math:`\max v \text{ s.t. } A^\top x - v\mathbf 1 - s = 0,\ \mathbf 1^\top x = 1,\ x, s \ge 0` and its
-dual, the column player's LP :math:`A y - w\mathbf 1 + t = 0,\ \mathbf 1^\top y = 1,\ y, t \ge 0`,
-share their bases: a basis is a pair of supports :math:`(S, T)` with :math:`|S| = |T| = k`, whose
-basic variables are :math:`x_S`, the column slacks :math:`s_j = (x^\top A)_j - v` for :math:`j \notin T`,
-:math:`y_T` and the row slacks :math:`t_i = w - (A y)_i` for :math:`i \notin S`. All of them are read
-off the bordered matrix :math:`M = \begin{pmatrix} 0 & \mathbf 1^\top \\ \mathbf 1 & A_{ST}\end{pmatrix}`:
+:math:`\max v` s.t. :math:`A^\top x - v\mathbf 1 - s = 0,\ \mathbf 1^\top x = 1,\ x, s \ge 0`
+and its dual, the column player's LP
+:math:`A y - w\mathbf 1 + t = 0,\ \mathbf 1^\top y = 1,\ y, t \ge 0`, share their bases: a basis
+is a pair of supports :math:`(S, T)` with :math:`|S| = |T| = k`, whose basic variables are
+:math:`x_S`, the column slacks :math:`s_j = (x^\top A)_j - v` for :math:`j \notin T`,
+:math:`y_T` and the row slacks :math:`t_i = w - (A y)_i` for :math:`i \notin S`. All of them are
+read off the bordered matrix
+:math:`M = \begin{pmatrix} 0 & \mathbf 1^\top \\ \mathbf 1 & A_{ST}\end{pmatrix}`:
 
 .. math:: M^\top \binom{-v}{x_S} = e_0, \qquad M \binom{-w}{y_T} = e_0, \qquad v = w,
 
 and :math:`(S, T)` is an equilibrium iff :math:`x_S, y_T, s, t \ge 0`. The pairs
-:math:`x_i \leftrightarrow t_i` and :math:`s_j \leftrightarrow y_j` are complementary: each action is
-basic on exactly one side.
+:math:`x_i \leftrightarrow t_i` and :math:`s_j \leftrightarrow y_j` are complementary: each
+action is basic on exactly one side.
 
-**Dantzig's self-dual parametric simplex** (Dantzig 1963, §11.2; Vanderbei, *Linear Programming*,
-2020, ch. 7) starts from *any* basis: it adds :math:`\mu\, r` with random :math:`r > 0` to every basic
-variable (a fixed perturbation of both LPs' right-hand sides), so the start is feasible for large
-:math:`\mu`, and lowers :math:`\mu`. At each breakpoint the variable that reaches zero leaves its side's
-basis, which is a primal simplex pivot on the other side (its complement enters there, a ratio test
-picks who leaves); the two sides trade the pair. When :math:`\mu` passes 0 the basis is optimal for
-the unperturbed game. Each pivot changes :math:`M` by one row, one column, or one border, so
-:math:`M^{-1}` is kept by rank-one updates (:math:`O(k^2)`) and a pivot costs two matrix-vector
-products. The method is finite for nondegenerate games; the random :math:`r` makes breakpoint ties
-a measure-zero event.
+**Dantzig's self-dual parametric simplex** (Dantzig 1963, §11.2; Vanderbei, *Linear
+Programming*, 2020, ch. 7) starts from *any* basis: it adds :math:`\mu\, r` with random
+:math:`r > 0` to every basic variable (a fixed perturbation of both LPs' right-hand sides), so
+the start is feasible for large :math:`\mu`, and lowers :math:`\mu`. At each breakpoint the
+variable that reaches zero leaves its side's basis, which is a primal simplex pivot on the other
+side (its complement enters there, a ratio test picks who leaves); the two sides trade the pair.
+When :math:`\mu` passes 0 the basis is optimal for the unperturbed game. Each pivot changes
+:math:`M` by one row, one column, or one border, so :math:`M^{-1}` is kept by rank-one updates
+(:math:`O(k^2)`) and a pivot costs two matrix-vector products with :math:`A_S` and :math:`A_T`.
+The method is finite for nondegenerate games; the random :math:`r` makes breakpoint ties a
+measure-zero event.
 
-**Warm start.** A near-equilibrium tells the method where to begin: ``warm_steps`` of alternating
-regret matching+ with quadratic averaging (:func:`gpo_core.play`, on a float32 copy), then :math:`S, T` = the :math:`k`
-largest entries of the average strategies, with :math:`k` the mean support size of the last
-iterates. The closer the start, the fewer pivots: on random 100 x 100 games 40 warm steps leave a
-handful of pivots.
+**Warm start.** A near-equilibrium tells the method where to begin: ``warm_steps`` of
+alternating regret matching+ with quadratic averaging (:func:`gpo_core.play`, on a float32
+copy), then :math:`S, T` = the :math:`k` largest entries of the average strategies, with
+:math:`k` the mean support size of the last iterates. The closer the start, the fewer pivots:
+on random 100 x 100 games 40 warm steps leave a handful.
 
 **Degenerate games** (ties, duplicate strategies, many equilibria) make exact zeros that rounding
 blurs: the ratio test is Harris's (among near-ties, pivot on the largest element), a singular
@@ -117,9 +120,14 @@ def solve_pivot(
     m, n = game.shape
     if warm_steps is None:
         warm_steps = math.ceil(4 * math.sqrt(min(m, n)))
-    if isinstance(warm_steps, bool) or not isinstance(warm_steps, (int, np.integer)) or warm_steps < 0:
+    if (
+        isinstance(warm_steps, bool)
+        or not isinstance(warm_steps, (int, np.integer))
+        or warm_steps < 0
+    ):
         raise ValueError(
-            f"warm_steps must be an integer >= 0 (RM+ steps before pivoting), got {short(warm_steps)}"
+            "warm_steps must be an integer >= 0 (RM+ steps before pivoting), "
+            f"got {short(warm_steps)}"
         )
     tol = check_positive(tol, "tol")
     if max_pivots is None:

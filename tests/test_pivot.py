@@ -60,7 +60,7 @@ def test_random_games_match_highs_and_nashpy(seed):
     assert str(sol.method) == "pivot"
     assert _gap(game, sol) <= 1e-12 * np.abs(a).max()
     lp = gc.solve_lp(game)
-    # The equilibrium is unique, so the two solvers must agree on the strategies, not only the value.
+    # The equilibrium is unique: the two solvers must agree on the strategies, not only the value.
     np.testing.assert_allclose(sol.row, lp.row, atol=1e-7)
     np.testing.assert_allclose(sol.col, lp.col, atol=1e-7)
     assert float(sol.value) == pytest.approx(float(lp.value), abs=1e-9)
