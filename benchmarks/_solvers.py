@@ -40,6 +40,14 @@ def highs_solve_lp(payoff: np.ndarray, warmup: bool = False):
     return sol.row, sol.col
 
 
+def gpo_solve_pivot(payoff: np.ndarray, warmup: bool = False):
+    """gpo_core.solve_pivot: RM+ warm start, then support pivoting (exact, certified)."""
+    import gpo_core as gc
+
+    sol = gc.solve_pivot(gc.MatrixGame(_pick(payoff, warmup)))
+    return sol.row, sol.col
+
+
 def highs_random_game(n: int, seed: int = 0, warmup: bool = False):
     """gc.solve_lp on ``gc.MatrixGame.random(n, seed)``, built inside the worker.
 

@@ -15,8 +15,8 @@ How each solver is timed:
   budget is the cap divided by the per-step time of a 30-step pilot. Hedge and optimistic Hedge
   use a constant step ``eta`` tuned per size and target on a *held-out* game (seed + 1000) over a
   small grid (tuning time not counted, reported in the notes).
-* exact solvers (HiGHS, OpenSpiel's LP via cvxpy+ECOS, nashpy's LP / support enumeration /
-  Lemke-Howson) run in a worker process that is killed at the cap; their time is the call alone.
+* exact solvers (HiGHS, ``gc.solve_pivot``, OpenSpiel's LP via cvxpy+ECOS, nashpy's LP / support
+  enumeration / Lemke-Howson) run in a worker process that is killed at the cap; their time is the call alone.
 * OpenSpiel's C++ CFR+ and nashpy's fictitious play are iterated here; the gap of their average
   is measured at checkpoints (every iteration to 20, then every 5%) whose cost is not counted.
 
@@ -178,6 +178,7 @@ def run_gpo(
 # ------------------------------------------------------------------------- exact solvers
 EXACT = (
     ("HiGHS: gc.solve_lp (1 LP + duals)", "highs_solve_lp"),
+    ("gpo solve_pivot (RM+ warm start + support pivoting)", "gpo_solve_pivot"),
     ("nashpy linear_program (scipy linprog)", "nashpy_lp"),
     ("OpenSpiel lp_solver (cvxpy+ECOS)", "openspiel_lp"),
     ("nashpy support enumeration", "nashpy_support_enumeration"),
