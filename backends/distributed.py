@@ -20,7 +20,8 @@ This is DDP's contract (identical replicas, averaged gradients) without wrapping
 same global batch, a run on ``N`` ranks plays the game one process plays (see ``run_game``'s
 ``comm`` for the conditions) and its metrics agree up to floating-point rounding.
 
-Launching (``script.py`` calls :func:`init` or :func:`init_accelerate`, see the README):
+Launching (``script.py`` calls :func:`init` or :func:`init_accelerate` first and :func:`shutdown`
+last, see the README):
 
     torchrun --standalone --nproc_per_node 8 script.py                         # one machine
     torchrun --nnodes 2 --node_rank 0 --master_addr HOST --master_port 29500 \\
@@ -43,7 +44,7 @@ import torch.distributed as dist
 
 from gpo_core._validate import short
 
-__all__ = ["TorchComm", "AccelerateComm", "init", "init_accelerate"]
+__all__ = ["TorchComm", "AccelerateComm", "init", "init_accelerate", "shutdown"]
 
 _BACKENDS = ("gloo", "nccl", "mpi", "ucc", "xccl")
 
@@ -223,3 +224,16 @@ def init_accelerate(state: Any = None) -> AccelerateComm:
             "group; create the Accelerator/PartialState under accelerate launch or torchrun"
         )
     return comm
+
+
+def shutdown() -> None:
+    """Leave the process group at the end of a run (a no-op when there is none).
+
+    Call it last on every rank. A process that exits with its group still alive can abort
+    while the interpreter shuts down ("terminate called without an active exception", SIGABRT
+    under gloo: its worker threads outlive Python) and fail the launcher's run after the work
+    is done; nccl warns. The barrier first lets every rank finish its last collective.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -110,6 +110,12 @@ def main() -> None:
         np.savez(os.path.join(args.out, "params.npz"),
                  **{f"{name}.{k}": v.detach().cpu().numpy()
                     for name, p in zip(NAMES, players) for k, v in p.model.state_dict().items()})
+    if comm is not None:
+        from backends.distributed import shutdown
+
+        # Without it gloo's threads outlive the interpreter and a rank can abort at exit
+        # (seen once in a full suite run: SIGABRT after all the work was written).
+        shutdown()
 
 
 if __name__ == "__main__":

@@ -273,4 +273,21 @@ def test_init_joins_an_existing_group_and_refuses_another_backend(monkeypatch, t
         assert (comm.rank, comm.world_size) == (0, 1)
         assert init("gloo").world_size == 1
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_shutdown_leaves_the_group_and_is_a_no_op_without_one(tmp_path):
+    import torch.distributed as dist
+
+    from backends.distributed import shutdown
+
+    shutdown()  # no group: nothing to do, no error
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        shutdown()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
