@@ -35,7 +35,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import resource
 import sys
@@ -51,6 +50,7 @@ import _common as cm  # noqa: E402
 import _solvers as sv  # noqa: E402
 
 import gpo_core as gc  # noqa: E402
+from gpo_core.pivot import default_warm_steps  # noqa: E402
 from gpo_core.predictive import predictive_regret_matching_plus  # noqa: E402
 
 RULES = (
@@ -147,7 +147,7 @@ def part_a(sizes: list[int], cap: float, highs_cap: float, threads: int, tol: fl
             # an equilibrium to rounding (it is certified, or HiGHS's answer is returned).
             pivot_s, sol = cm.best_of(lambda: gc.solve_pivot(game))
             pgap = sv.gap(game.payoff, sol.row, sol.col)
-            warm = math.ceil(4 * math.sqrt(n))
+            warm = default_warm_steps(n, n)
             pivot_ok = pgap <= tol
             if highs_ok:
                 ratio = cm.fmt_ratio(pivot_s / highs_s)

@@ -32,7 +32,7 @@ measure-zero event.
 alternating regret matching+ with quadratic averaging (:func:`gpo_core.play`, on a float32
 copy), then :math:`S, T` = the :math:`k` largest entries of the average strategies, with
 :math:`k` the mean support size of the last iterates. The closer the start, the fewer pivots:
-on random 100 x 100 games 40 warm steps leave a handful.
+on random 100 x 100 games the default 40 warm steps leave a handful.
 
 **Degenerate games** (ties, duplicate strategies, many equilibria) make exact zeros that rounding
 blurs: the ratio test is Harris's (among near-ties, pivot on the largest element), a singular
@@ -58,7 +58,7 @@ from gpo_core.exact import _check_game, _host_payoff, _solve_one
 from gpo_core.games import MatrixGame
 from gpo_core.rules import regret_matching_plus
 
-__all__ = ["PivotSolution", "solve_pivot"]
+__all__ = ["PivotSolution", "default_warm_steps", "solve_pivot"]
 
 
 class PivotSolution(NamedTuple):
@@ -96,8 +96,8 @@ def solve_pivot(
     Args:
         game: a :class:`gpo_core.MatrixGame` (batched games are looped; any array library and
             dtype is solved on a float64 numpy copy, like :func:`gpo_core.solve_lp`).
-        warm_steps: RM+ steps before pivoting; ``None`` picks ``ceil(4 sqrt(min(m, n)))``,
-            ``0`` starts from a pure-strategy basis.
+        warm_steps: RM+ steps before pivoting; ``None`` picks :func:`default_warm_steps`
+            (``ceil(min(m, n) ** 0.8)``), ``0`` starts from a pure-strategy basis.
         tol: the largest Nash gap accepted, relative to ``max |A|``; a worse answer is replaced
             by :func:`gpo_core.solve_lp`'s.
         max_pivots: give up pivoting (and use HiGHS) after this many; ``None`` is
@@ -125,7 +125,7 @@ def solve_pivot(
     game = _check_game(game)
     m, n = game.shape
     if warm_steps is None:
-        warm_steps = math.ceil(4 * math.sqrt(min(m, n)))
+        warm_steps = default_warm_steps(m, n)
     if (
         isinstance(warm_steps, bool)
         or not isinstance(warm_steps, (int, np.integer))
@@ -182,6 +182,15 @@ def solve_pivot(
         rows[idx], cols[idx], values[idx] = x, y, v * scale
         pivots[idx] = count
     return PivotSolution(rows, cols, values, pivots, methods)
+
+
+def default_warm_steps(m: int, n: int) -> int:
+    """The warm start :func:`solve_pivot` uses on an ``m x n`` game: ``ceil(min(m, n) ** 0.8)``.
+
+    More RM+ steps leave fewer pivots; on random games this grows the warm start about as
+    fast as the pivots it saves cost (40 steps at n = 100, 252 at 1000, 605 at 3000).
+    """
+    return math.ceil(min(m, n) ** 0.8)
 
 
 def _certified(a: np.ndarray, x: np.ndarray, y: np.ndarray, tol: float) -> bool:

@@ -211,3 +211,8 @@ def test_openspiel_toy_games_are_solved_by_pivoting():
         assert _gap(game, sol) <= 1e-12 * max(1.0, float(np.abs(game.payoff).max())), game.name
         lp = gc.solve_lp(game)
         assert float(sol.value) == pytest.approx(float(lp.value), abs=1e-9), game.name
+
+
+def test_default_warm_steps_grow_with_the_smaller_side():
+    assert [pv.default_warm_steps(n, n) for n in (1, 100, 1000)] == [1, 40, 252]
+    assert pv.default_warm_steps(5, 1000) == pv.default_warm_steps(5, 5)
