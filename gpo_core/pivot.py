@@ -194,9 +194,8 @@ def default_warm_steps(m: int, n: int) -> int:
 
 
 def _certified(a: np.ndarray, x: np.ndarray, y: np.ndarray, tol: float) -> bool:
+    """The returned profile (already clipped to the simplex) is an equilibrium within ``tol``."""
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        return False
-    if x.min() < -tol or y.min() < -tol:
         return False
     return bool((a @ y).max() - (x @ a).min() <= tol)
 
@@ -356,7 +355,7 @@ class _Basis:
     def __init__(self, a: np.ndarray, S: list[int], T: list[int]) -> None:
         m, n = a.shape
         self.a, self.m = a, m
-        self.S, self.T, self.k = list(S), list(T), len(S)
+        self.S, self.T = list(S), list(T)
         self.posS = {i: p for p, i in enumerate(self.S)}
         self.posT = {j: q for q, j in enumerate(self.T)}
         cap = min(m, n)
@@ -373,6 +372,11 @@ class _Basis:
         cond = np.abs(M).sum(0).max() * np.abs(self.Minv).sum(0).max()
         if not np.isfinite(self.Minv).all() or cond > 1e12:
             raise _Breakdown("ill-conditioned start basis", at_start=True)
+
+    @property
+    def k(self) -> int:
+        """The support size |S| = |T|."""
+        return len(self.S)
 
     def refactor(self) -> None:
         self.Minv = np.linalg.inv(_bordered(self.a, self.S, self.T))
@@ -465,7 +469,6 @@ class _Basis:
             self.posS[i], self.posT[j] = k, k
             self.AS[k] = a[i]
             self.AT[k] = a[:, j]
-            self.k = k + 1
         else:
             # Drop row p+1 and column q+1 of M: move both to the end first (a permutation of
             # M^{-1}'s columns and rows), then M^{-1} loses its last row and column.
@@ -476,7 +479,6 @@ class _Basis:
             self.Minv = Minv[:k, :k] - np.outer(Minv[:k, k], Minv[k, :k] / piv)
             self.S.pop()
             self.T.pop()
-            self.k = k - 1
 
     def _swap_to_end(self, p: int, q: int) -> None:
         """Move S position p and T position q to the last position (k - 1)."""
