@@ -20,6 +20,7 @@ from gpo_core.diagnostics import (
     nash_gap,
     regularized_gap,
 )
+from gpo_core.discounted import discounted_regret_matching_plus
 from gpo_core.dynamics import Profile, Trajectory, play
 from gpo_core.exact import QRESolution, Solution, solve_lp, solve_qre
 from gpo_core.games import MatrixGame
@@ -62,6 +63,7 @@ __all__ = [
     "best_response",
     "bounds",
     "constant",
+    "discounted_regret_matching_plus",
     "entropy",
     "external_regret",
     "hedge",

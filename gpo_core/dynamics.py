@@ -30,9 +30,8 @@ import dataclasses
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from scipy.linalg import blas as _blas
 
-from gpo_core import _xp
+from gpo_core import _fused, _xp
 from gpo_core._validate import check_positive, check_positive_int, check_strategy, short
 from gpo_core.games import MatrixGame, col_utilities, row_utilities
 from gpo_core.rules import UpdateRule, _is_vector
@@ -165,7 +164,9 @@ def play(
     rec_last = _xp.full(xp, (n_rec, *batch), 0.0, payoff)
     k = 0
     t = 0
-    axpy = _axpy_for(xp, payoff.dtype)
+    accumulate = _fused.accumulate
+    # a max from the C kernel is a float: the gap is computed in the game's dtype all the same
+    scalar = payoff.dtype.type if xp is np else None
     col_product = _col_product(xp, payoff)
     # np.max's Python wrapper costs more than the reduction: call the ufunc (the same result)
     row_max = np.maximum.reduce if xp is np else xp.max
@@ -180,20 +181,17 @@ def play(
 
         w = float(t) ** power
         weight_sum += w
-        if power == 0:
-            x_sum += x
-            y_sum += y
-            ux_sum += ux
-            uy_sum += uy_t
-        else:
-            axpy(w, x, x_sum)
-            axpy(w, y, y_sum)
-            axpy(w, ux, ux_sum)
-            axpy(w, uy_t, uy_sum)
+        # x_sum += w x_t, ux_sum += w A y_t (one C call per player where the kernels run; it
+        # returns max(ux_sum) for one numpy game)
+        top_x = accumulate(w, x, x_sum, ux, ux_sum)
+        top_y = accumulate(w, y, y_sum, uy_t, uy_sum)
 
         last = t == steps
         if t % record_every == 0 or last or tol is not None:
-            gap = (row_max(ux_sum, axis=-1) + row_max(uy_sum, axis=-1)) / weight_sum
+            if top_x is not None and top_y is not None:
+                gap = (scalar(top_x) + scalar(top_y)) / weight_sum
+            else:
+                gap = (row_max(ux_sum, axis=-1) + row_max(uy_sum, axis=-1)) / weight_sum
             if tol is None:
                 stop = False
             else:  # one game: a scalar test, not np.all's wrapper
@@ -218,36 +216,6 @@ def play(
         row_state=row_final(),
         col_state=col_final(),
     )
-
-
-def _axpy_for(xp: Any, dtype: Any) -> Any:
-    """``axpy(w, v, total)``: ``total += w * v`` in place.
-
-    For numpy float64/float32 it is BLAS's axpy on the flattened arrays (one call, no temporary:
-    a third of ``total += w * v``'s time at 1000 actions); ``v`` and ``total`` are C-contiguous
-    here (fresh results of ``@`` and of the rules, and ``zeros_like``). Other libraries and
-    dtypes use the plain expression.
-    """
-    if xp is np and dtype in (np.float64, np.float32):
-        blas = _blas.daxpy if dtype == np.float64 else _blas.saxpy
-
-        def axpy(w: float, v: np.ndarray, total: np.ndarray) -> None:
-            # total is play's own sum, of the game's dtype (not always C-ordered: zeros_like
-            # keeps a broadcast y0's layout)
-            if v.dtype == dtype and v.flags.c_contiguous and total.flags.c_contiguous:
-                if v.ndim == 1:  # a single game: no reshape views
-                    blas(v, total, a=w)
-                else:
-                    blas(v.reshape(-1), total.reshape(-1), a=w)
-            else:
-                total += w * v
-
-        return axpy
-
-    def plain(w: float, v: Any, total: Any) -> None:
-        total += w * v
-
-    return plain
 
 
 def _player(xp: Any, rule: UpdateRule, state: Any, payoff: Any) -> tuple[Any, Any]:
@@ -277,7 +245,7 @@ def _player(xp: Any, rule: UpdateRule, state: Any, payoff: Any) -> tuple[Any, An
 
         def step_in_place(u: np.ndarray) -> np.ndarray:
             nonlocal x, spare, count
-            x, spare = in_place(x, u, q, spare, scratch), x
+            x, spare = in_place(x, u, q, spare, scratch, count), x
             count += 1
             return x
 

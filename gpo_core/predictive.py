@@ -51,7 +51,7 @@ from gpo_core.rules import (
     _check_utilities,
     _init_logits,
     _instant_regret,
-    _is_vector,
+    _in_place_takes,
     _normalise_or_keep,
     _regret_matching_into,
 )
@@ -104,9 +104,11 @@ def predictive_regret_matching_plus() -> UpdateRule:
 
     def step(state: PRMPlusState, utilities: Any) -> PRMPlusState:
         x = state.strategy
-        if _is_vector(x, utilities, state.cum_regret):  # one numpy game: play's hot path
+        if _in_place_takes(x, utilities, state.cum_regret):  # play's hot path
             q = state.cum_regret.copy()
-            strategy = _prm_plus_into(x, utilities, q, np.empty_like(x), np.empty_like(x))
+            strategy = _prm_plus_into(
+                x, utilities, q, np.empty_like(x), np.empty_like(x), state.count
+            )
             return PRMPlusState(strategy, q, state.count + 1)
         xp, u = _check_utilities(x, utilities)
         # u - <u, x>, with 1-ulp rounding noise zeroed exactly as RM+ does: when all actions tie

@@ -45,7 +45,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
-from gpo_core import _xp
+from gpo_core import _fused, _xp
 from gpo_core._validate import check_nonnegative, check_strategy, short
 from gpo_core.schedules import Constant, Schedule, as_schedule
 from gpo_core.simplex import _log_softmax, _safe_log, _softmax
@@ -361,6 +361,13 @@ def regret_matching_plus() -> UpdateRule:
         >>> softmax(state.logits).round(6).tolist()
         [1.0, 0.0, 0.0]
     """
+    return _regret_matching_plus_rule(None, "rm+")
+
+
+def _regret_matching_plus_rule(discount: Callable[[int], float] | None, name: str) -> UpdateRule:
+    r"""RM+, or with ``discount(count)`` the discounted RM+ of :mod:`gpo_core.discounted`:
+    :math:`Q' = [d\,Q + r]^+` with ``d = discount(updates made so far)``."""
+    in_place = _rm_plus_into if discount is None else _regret_matching_into(False, discount)
 
     def init(logits: Any) -> RMPlusState:
         xp, z = _init_logits(logits)
@@ -368,21 +375,24 @@ def regret_matching_plus() -> UpdateRule:
 
     def step(state: RMPlusState, utilities: Any) -> RMPlusState:
         x = state.strategy
-        if _is_vector(x, utilities, state.cum_regret):  # one numpy game: play's hot path
+        if _in_place_takes(x, utilities, state.cum_regret):  # play's hot path
             q = state.cum_regret.copy()
-            strategy = _rm_plus_into(x, utilities, q, np.empty_like(x), np.empty_like(x))
+            strategy = in_place(x, utilities, q, np.empty_like(x), np.empty_like(x), state.count)
             return RMPlusState(q, state.count + 1, strategy)
         xp, u = _check_utilities(x, utilities)
+        q = state.cum_regret
+        if discount is not None:  # d * Q, then + r: the in-place step's two roundings
+            q = q * discount(state.count)
         # a new array: safe to clip in place
-        q = _xp.relu_(xp, state.cum_regret + _instant_regret(u, x, xp))
+        q = _xp.relu_(xp, q + _instant_regret(u, x, xp))
         total = xp.sum(q, axis=-1, keepdims=True)
         if (total.min() if xp is np else xp.min(total)) > 0:  # common: no fallback, no copies
             return RMPlusState(q, state.count + 1, q / total)
         # No positive regret yet (or all regrets cancelled): keep playing the current strategy.
         return RMPlusState(q, state.count + 1, _normalise_or_keep(xp, q, total, x))
 
-    step.in_place = _rm_plus_into  # what play runs on one numpy game, with its own buffers
-    return UpdateRule(init, step, "rm+")
+    step.in_place = in_place  # what play runs on one numpy game, with its own buffers
+    return UpdateRule(init, step, name)
 
 
 def _normalise_or_keep(xp: Any, v: Any, total: Any, x: Any) -> Any:
@@ -411,12 +421,25 @@ def _is_vector(strategy: Any, utilities: Any, cum_regret: Any) -> bool:
     )
 
 
-def _regret_matching_into(predictive: bool) -> Callable[..., np.ndarray]:
-    """RM+'s step (PRM+'s with ``predictive``) for one game (:func:`_is_vector`), in place.
+def _in_place_takes(strategy: Any, utilities: Any, cum_regret: Any) -> bool:
+    """The arrays the in-place regret-matching step below handles: one numpy game
+    (:func:`_is_vector`), or any batch of them that the C kernel takes; every other case takes
+    the library-neutral path (the same arithmetic as the numpy step, in other calls)."""
+    return _is_vector(strategy, utilities, cum_regret) or _fused.kernel_arrays(
+        strategy, utilities, cum_regret
+    )
 
-    The returned ``step_into(x, u, q, out, scratch)`` updates the cumulative regrets ``q`` and
-    writes the new strategy to ``out`` (returned); ``scratch`` is overwritten; ``out`` and
-    ``scratch`` must not alias ``x``, ``u`` or ``q``. It is ``_check_utilities``,
+
+def _regret_matching_into(
+    predictive: bool, discount: Callable[[int], float] | None = None
+) -> Callable[..., np.ndarray]:
+    """RM+'s step (PRM+'s with ``predictive``; discounted RM+'s with a ``discount(count)``) for
+    one game (:func:`_is_vector`), in place.
+
+    The returned ``step_into(x, u, q, out, scratch, count)`` updates the cumulative regrets ``q``
+    (``count`` is the number of updates made before this one) and writes the new strategy to
+    ``out`` (returned); ``scratch`` is overwritten; ``out`` and ``scratch`` must not alias ``x``,
+    ``u`` or ``q``. It is ``_check_utilities``,
     ``_instant_regret`` and the rule's update with the same arithmetic in fewer numpy calls,
     because after each matrix-vector product of a big game every call runs with cold caches:
     ``max |u|`` sets the noise level and settles finiteness (it propagates nan and shows an
@@ -425,8 +448,20 @@ def _regret_matching_into(predictive: bool) -> Callable[..., np.ndarray]:
     """
 
     def step_into(
-        x: np.ndarray, u: np.ndarray, q: np.ndarray, out: np.ndarray, scratch: np.ndarray
+        x: np.ndarray, u: np.ndarray, q: np.ndarray, out: np.ndarray, scratch: np.ndarray,
+        count: int,
     ) -> np.ndarray:
+        if _fused.KERNELS is not None:  # the same step in one C call (any batch shape)
+            try:
+                bad = _fused.KERNELS.regret_matching(
+                    u, x, q, out, 1.0 if discount is None else discount(count), predictive
+                )
+            except (BufferError, TypeError, ValueError):  # not float32/64, or not contiguous
+                pass
+            else:
+                if bad:
+                    raise _non_finite(u)
+                return out
         size = float(_MAX(np.absolute(u, out=scratch)))  # max(u.max(), -u.min()), exactly
         if not math.isfinite(size):
             raise _non_finite(u)
@@ -434,6 +469,8 @@ def _regret_matching_into(predictive: bool) -> Callable[..., np.ndarray]:
         noise = 16.0 * _xp.eps(np, u.dtype) * size
         if _MIN(np.absolute(regret, out=scratch)) <= noise:
             regret[scratch <= noise] = 0.0
+        if discount is not None:  # Q' = [d Q + r]^+: the same two roundings as the batched path
+            np.multiply(q, discount(count), out=q)
         np.add(q, regret, out=q)
         np.maximum(q, 0.0, out=q)  # Q' = [Q + r]^+
         if predictive:  # PRM+ plays theta = [Q' + r]^+, written over the regret entry by entry

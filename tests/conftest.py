@@ -38,6 +38,32 @@ def _torch_one_thread() -> None:
 _torch_one_thread()
 
 
+def _numpy_kernels_only() -> None:
+    """``GPO_TEST_NUMPY_KERNELS=1`` runs the suite as an install without a C compiler would:
+    gpo_core's C kernels off, the numpy steps instead (a test-only switch; the library reads
+    no environment variable)."""
+    if os.environ.get("GPO_TEST_NUMPY_KERNELS") == "1":
+        import gpo_core._fused
+
+        gpo_core._fused.KERNELS = None
+
+
+_numpy_kernels_only()
+
+
+@pytest.fixture(params=["c", "numpy"])
+def kernels(request, monkeypatch):
+    """Run a test with gpo_core's C kernels (skipped where they are not built) and without."""
+    import gpo_core._fused
+
+    if request.param == "c":
+        if gpo_core._fused.KERNELS is None:
+            pytest.skip("gpo_core._kernels is not built (no C compiler at install)")
+    else:
+        monkeypatch.setattr(gpo_core._fused, "KERNELS", None)
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _strict_numpy():
     """Overflow, division by zero and invalid operations are errors; underflow to 0 is fine."""

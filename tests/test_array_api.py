@@ -36,6 +36,7 @@ RULES = {
     "optimistic": lambda: gc.optimistic(gc.hedge(0.3)),
     "rm+": gc.regret_matching_plus,
     "prm+": predictive_regret_matching_plus,
+    "drm+": gc.discounted_regret_matching_plus,
 }
 
 
@@ -198,6 +199,11 @@ def test_float32_play_stays_float32_and_tracks_float64(library, rule, alternatin
     for name, value in _fields(out).items():
         assert value.dtype == a32.dtype and type(value) is type(a32), name
         expected = _np(_fields(ref)[name])
+        if "logits" in name and hasattr(out.row_state, "strategy"):
+            # The regret-matching rules keep the strategy (compared above as `last`) and their
+            # logits are log(strategy): a probability p carries its float32 error divided by
+            # p there (DRM+'s last iterate put 0.0086 on an action, 400 eps32 in its log).
+            continue
         # Logits are compared relative to their size: they reach hundreds (and the zero-
         # probability floor -1416.8, which float32 itself can only hold to 1e-5).
         scale = np.maximum(1.0, np.abs(expected)) if "logits" in name else 1.0

@@ -279,6 +279,8 @@ ALL_RULES = [
     Case(gc.regret_matching_plus(), averaging="linear", alternating=True),
     Case(gc.optimistic(gc.regret_matching_plus())),
     Case(gc.predictive_regret_matching_plus(), averaging="quadratic", alternating=True),
+    # DCFR+ on a matrix game (Brown & Sandholm 2019): discounted regrets, quadratic average.
+    Case(gc.discounted_regret_matching_plus(), averaging="quadratic", alternating=True),
 ]
 IDS = [case.rule.name for case in ALL_RULES]
 contract = pytest.mark.parametrize("case", ALL_RULES, ids=IDS)

@@ -1,4 +1,4 @@
-"""The one-numpy-game fast path of RM+/PRM+ (rules._regret_matching_into, play's in-place player)
+"""The one-numpy-game fast path of RM+/PRM+/DRM+ (rules._regret_matching_into, play's in-place player)
 gives bit-identical results to the general path that batches and other libraries take."""
 
 import numpy as np
@@ -7,7 +7,11 @@ import pytest
 import gpo_core as gc
 from gpo_core.predictive import predictive_regret_matching_plus
 
-RULES = {"rm+": gc.regret_matching_plus, "prm+": predictive_regret_matching_plus}
+RULES = {
+    "rm+": gc.regret_matching_plus,
+    "prm+": predictive_regret_matching_plus,
+    "drm+": gc.discounted_regret_matching_plus,
+}
 
 GAMES = {
     "random": np.random.default_rng(0).normal(size=(7, 5)),
@@ -30,7 +34,9 @@ def _fields(traj):
 @pytest.mark.parametrize("game", sorted(GAMES))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("alternating", [True, False])
-def test_a_game_alone_equals_the_same_game_as_a_batch_of_one(rule, game, dtype, alternating):
+def test_a_game_alone_equals_the_same_game_as_a_batch_of_one(
+    rule, game, dtype, alternating, kernels
+):
     payoff = GAMES[game].astype(dtype)
     kwargs = dict(steps=60, alternating=alternating, averaging="quadratic", record_every=7)
     alone = gc.play(gc.MatrixGame(payoff), RULES[rule](), **kwargs)
@@ -45,7 +51,7 @@ def test_a_game_alone_equals_the_same_game_as_a_batch_of_one(rule, game, dtype, 
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_play_in_place_equals_the_pure_steps(rule):
+def test_play_in_place_equals_the_pure_steps(rule, kernels):
     make = RULES[rule]
     base = make()
     hidden = gc.UpdateRule(base.init, lambda state, u: base.step(state, u), "no in-place")
@@ -64,7 +70,7 @@ def test_play_in_place_equals_the_pure_steps(rule):
 
 @pytest.mark.parametrize("rule", sorted(RULES))
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
-def test_non_finite_utilities_raise_the_same_error_alone_and_batched(rule, bad):
+def test_non_finite_utilities_raise_the_same_error_alone_and_batched(rule, bad, kernels):
     step = RULES[rule]()
     x = np.log(np.array([0.0, 0.5, 0.5]) + 1e-300)  # an exact zero: inf * 0 would be nan
     u = np.array([1.0, 2.0, 3.0])

@@ -1,0 +1,169 @@
+"""gpo_core's optional C kernels (gpo_core/_kernels.c) against the numpy steps they replace."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import gpo_core as gc
+import gpo_core._fused as fused
+from gpo_core.discounted import _discount
+from gpo_core.rules import _regret_matching_into
+
+KERNELS = fused.KERNELS
+needs_c = pytest.mark.skipif(KERNELS is None, reason="gpo_core._kernels is not built")
+MAKERS = {
+    "rm+": gc.regret_matching_plus,
+    "prm+": gc.predictive_regret_matching_plus,
+    "drm+": gc.discounted_regret_matching_plus,
+}
+
+
+@pytest.mark.skipif(os.environ.get("GPO_TEST_NUMPY_KERNELS") == "1",
+                    reason="this run switches the C kernels off on purpose")
+def test_the_install_built_the_c_kernels():
+    """The README's install compiles them (gcc is on every machine here); without them every
+    step still runs, in numpy, 15-40% slower at 1000 x 1000 (benchmarks/README.md)."""
+    assert KERNELS is not None, "gpo_core._kernels was not built: is a C compiler installed?"
+
+
+def _numpy_step(predictive, discount, u, x, q, count):
+    """The numpy step (the fallback the C kernel replaces), on copies."""
+    q = q.copy()
+    out, scratch = np.empty_like(x), np.empty_like(x)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused, "KERNELS", None)
+        _regret_matching_into(predictive, discount)(x, u, q, out, scratch, count)
+    return out, q
+
+
+def _c_step(predictive, discount, u, x, q, count):
+    q = q.copy()
+    out = np.empty_like(x)
+    d = 1.0 if discount is None else discount(count)
+    assert KERNELS.regret_matching(u, x, q, out, d, predictive) == 0
+    return out, q
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("variant", ["rm+", "prm+", "drm+"])
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 1000])
+def test_one_c_step_equals_the_numpy_step(dtype, variant, n):
+    rng = np.random.default_rng(n)
+    predictive = variant == "prm+"
+    discount = _discount(1.5) if variant == "drm+" else None
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for trial in range(20):
+        u = rng.uniform(-3, 3, n).astype(dtype)
+        x = rng.dirichlet(np.ones(n)).astype(dtype)
+        q = (rng.uniform(0, 2, n) * (rng.random(n) < 0.6)).astype(dtype)
+        if trial % 5 == 0:
+            q[:] = 0  # no positive regret yet: the strategy is kept where r <= 0 everywhere
+        c_out, c_q = _c_step(predictive, discount, u, x, q, trial)
+        n_out, n_q = _numpy_step(predictive, discount, u, x, q, trial)
+        np.testing.assert_allclose(c_q, n_q, rtol=tol, atol=tol)
+        np.testing.assert_allclose(c_out, n_out, rtol=tol, atol=tol)
+        assert c_out.dtype == dtype and c_q.dtype == dtype
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_ties_are_exact_zeros_in_c_too(dtype):
+    """All actions earn the same: u - <u, x> is rounding noise, zeroed, so nothing moves."""
+    x = np.array([0.2, 0.3, 0.5], dtype=dtype)
+    u = np.full(3, 0.7, dtype=dtype)
+    q = np.zeros(3, dtype=dtype)
+    out = np.empty_like(x)
+    assert KERNELS.regret_matching(u, x, q, out, 1.0, False) == 0
+    np.testing.assert_array_equal(q, 0.0)
+    np.testing.assert_array_equal(out, x)
+    assert not np.signbit(q).any()  # [-0.0]^+ is +0.0: no negative zeros in the strategy
+
+
+@needs_c
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("pos", [0, 4, 9])
+def test_non_finite_utilities_are_reported(bad, pos):
+    u = np.linspace(-1, 1, 10)
+    u[pos] = bad
+    x = np.full(10, 0.1)
+    assert KERNELS.regret_matching(u, x, np.zeros(10), np.empty(10), 1.0, False) == 1
+
+
+@needs_c
+def test_a_batch_is_its_rows_one_by_one():
+    rng = np.random.default_rng(0)
+    u, x = rng.normal(size=(5, 4, 9)), rng.dirichlet(np.ones(9), size=(5, 4))
+    q = rng.uniform(0, 1, size=(5, 4, 9))
+    q_all, out_all = q.copy(), np.empty_like(x)
+    assert KERNELS.regret_matching(u, x, q_all, out_all, 0.5, True) == 0
+    for idx in np.ndindex(5, 4):
+        q_row, out_row = q[idx].copy(), np.empty(9)
+        assert KERNELS.regret_matching(u[idx], x[idx], q_row, out_row, 0.5, True) == 0
+        np.testing.assert_array_equal(q_all[idx], q_row)
+        np.testing.assert_array_equal(out_all[idx], out_row)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_accumulate_rounds_like_numpy_and_returns_the_max(dtype):
+    rng = np.random.default_rng(2)
+    x, u = rng.random(37).astype(dtype), rng.normal(size=23).astype(dtype)
+    xs, us = rng.random(37).astype(dtype), rng.normal(size=23).astype(dtype)
+    xs_c, us_c = xs.copy(), us.copy()
+    top = KERNELS.accumulate(7.3, x, xs_c, u, us_c)
+    xs += 7.3 * x  # numpy: w * x rounded, then the sum rounded
+    us += 7.3 * u
+    np.testing.assert_array_equal(xs_c, xs)
+    np.testing.assert_array_equal(us_c, us)
+    assert top == float(us.max())
+
+
+@needs_c
+def test_arrays_the_kernels_do_not_take_are_refused_before_anything_is_written():
+    x = np.full(4, 0.25)
+    q = np.ones(4)
+    with pytest.raises(TypeError, match="float64 or float32"):
+        KERNELS.regret_matching(np.ones(4, dtype=np.float16), x, q, np.empty(4), 1.0, False)
+    with pytest.raises(TypeError, match="float64 or float32"):
+        KERNELS.regret_matching(np.ones(4, dtype=np.float32), x, q, np.empty(4), 1.0, False)
+    with pytest.raises(ValueError, match="different shapes"):
+        KERNELS.regret_matching(np.ones(5), x, q, np.empty(4), 1.0, False)
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        KERNELS.regret_matching(np.ones(8)[::2], x, q, np.empty(4), 1.0, False)
+    read_only = np.empty(4)
+    read_only.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        KERNELS.regret_matching(np.ones(4), x, q, read_only, 1.0, False)
+    np.testing.assert_array_equal(q, 1.0)
+
+
+def test_the_rules_fall_back_to_numpy_for_arrays_c_does_not_take():
+    """float16 utilities and a strided strategy still step (through numpy), C built or not."""
+    rule = gc.regret_matching_plus()
+    state = rule.step(rule.init(np.zeros(3)), np.array([1.0, 0.0, -1.0], dtype=np.float16))
+    np.testing.assert_allclose(state.strategy, [1.0, 0.0, 0.0])
+    strided = gc.RMPlusState(np.zeros(6)[::2], 0, np.full(6, 1 / 3)[::2])
+    state = rule.step(strided, np.array([1.0, 0.0, -1.0]))
+    np.testing.assert_allclose(state.strategy, [1.0, 0.0, 0.0])
+
+
+@needs_c
+@pytest.mark.parametrize("rule", sorted(MAKERS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_play_with_and_without_the_c_kernels_agrees_to_rounding(rule, dtype, monkeypatch):
+    """The same math summed in another order: iterates and averages agree to rounding (the
+    runs are short enough that regret matching's sensitivity has not amplified it)."""
+    game = gc.MatrixGame(np.asarray(gc.MatrixGame.random(40, 30, seed=5).payoff, dtype=dtype))
+    kwargs = dict(steps=60, alternating=True, averaging="quadratic", record_every=10)
+    fast = gc.play(game, MAKERS[rule](), **kwargs)
+    monkeypatch.setattr(fused, "KERNELS", None)
+    plain = gc.play(game, MAKERS[rule](), **kwargs)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    for a, b in ((fast.average.row, plain.average.row), (fast.average.col, plain.average.col),
+                 (fast.last.row, plain.last.row), (fast.nash_gap, plain.nash_gap)):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=0, atol=tol)
