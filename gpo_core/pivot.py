@@ -29,8 +29,8 @@ The method is finite for nondegenerate games; the random :math:`r` makes breakpo
 measure-zero event.
 
 **Warm start.** A near-equilibrium tells the method where to begin: ``warm_steps`` of
-alternating regret matching+ with quadratic averaging (:func:`gpo_core.play`, on a float32
-copy), then :math:`S, T` = the :math:`k` largest entries of the average strategies, with
+alternating discounted regret matching+ with quadratic averaging
+(:func:`gpo_core.discounted_regret_matching_plus` in :func:`gpo_core.play`, on a float32 copy), then :math:`S, T` = the :math:`k` largest entries of the average strategies, with
 :math:`k` the mean support size of the last iterates. The closer the start, the fewer pivots:
 on random 100 x 100 games the default 40 warm steps leave a handful.
 
@@ -47,16 +47,18 @@ computed from full products, and if it exceeds ``tol`` the game is solved by
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
+import scipy.linalg
 from scipy.linalg import blas
 
 from gpo_core._validate import check_positive, short
+from gpo_core.discounted import discounted_regret_matching_plus
 from gpo_core.dynamics import play
 from gpo_core.exact import _check_game, _host_payoff, _solve_one
 from gpo_core.games import MatrixGame
-from gpo_core.rules import regret_matching_plus
 
 __all__ = ["PivotSolution", "default_warm_steps", "solve_pivot"]
 
@@ -91,12 +93,12 @@ def solve_pivot(
     max_pivots: int | None = None,
     seed: int = 0,
 ) -> PivotSolution:
-    """Solve the zero-sum game exactly by support pivoting, warm-started by RM+.
+    """Solve the zero-sum game exactly by support pivoting, warm-started by discounted RM+.
 
     Args:
         game: a :class:`gpo_core.MatrixGame` (batched games are looped; any array library and
             dtype is solved on a float64 numpy copy, like :func:`gpo_core.solve_lp`).
-        warm_steps: RM+ steps before pivoting; ``None`` picks :func:`default_warm_steps`
+        warm_steps: discounted RM+ steps before pivoting; ``None`` picks :func:`default_warm_steps`
             (``ceil(min(m, n) ** 0.8)``), ``0`` starts from a pure-strategy basis.
         tol: the largest Nash gap accepted, relative to ``max |A|``; a worse answer is replaced
             by :func:`gpo_core.solve_lp`'s.
@@ -132,7 +134,7 @@ def solve_pivot(
         or warm_steps < 0
     ):
         raise ValueError(
-            "warm_steps must be an integer >= 0 (RM+ steps before pivoting), "
+            "warm_steps must be an integer >= 0 (discounted RM+ steps before pivoting), "
             f"got {short(warm_steps)}"
         )
     tol = check_positive(tol, "tol")
@@ -201,7 +203,8 @@ def _certified(a: np.ndarray, x: np.ndarray, y: np.ndarray, tol: float) -> bool:
 
 
 def _warm_supports(a: np.ndarray, steps: int) -> tuple[list[int], list[int]]:
-    """Equal-size supports guessed from ``steps`` of alternating RM+ (quadratic averaging),
+    """Equal-size supports guessed from ``steps`` of alternating discounted RM+ (quadratic
+    averaging),
     each ranked by weight (its first ``k'`` entries are the guess of size ``k'``)."""
     m, n = a.shape
     if steps == 0:
@@ -212,7 +215,7 @@ def _warm_supports(a: np.ndarray, steps: int) -> tuple[list[int], list[int]]:
     # pivoting that follows is float64 throughout.
     traj = play(
         MatrixGame(a.astype(np.float32)),
-        regret_matching_plus(),
+        discounted_regret_matching_plus(),
         steps=steps,
         alternating=True,
         averaging="quadratic",
@@ -328,11 +331,16 @@ def _pivot(
                 val, rate = recompute()
 
         S, T, k = basis.S, basis.T, basis.k
-        M = _bordered(a, S, T)
+        # the final basis afresh (the updated inverse has drifted): one LU solves both sides
+        with warnings.catch_warnings():  # an exactly singular basis warns; it is checked below
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+            lu = scipy.linalg.lu_factor(_bordered(a, S, T), check_finite=False)
+        if not np.abs(np.diagonal(lu[0])).min() > 0:
+            raise _Breakdown("singular final basis")
         e0 = np.zeros(k + 1)
         e0[0] = 1.0
-        zx = np.linalg.solve(M.T, e0)
-        zy = np.linalg.solve(M, e0)
+        zx = scipy.linalg.lu_solve(lu, e0, trans=1, check_finite=False)
+        zy = scipy.linalg.lu_solve(lu, e0, check_finite=False)
     except (_Breakdown, np.linalg.LinAlgError) as err:
         raise _Breakdown(str(err), count) from None
     x, y = np.zeros(m), np.zeros(n)
