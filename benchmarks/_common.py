@@ -103,10 +103,19 @@ def header(title: str, argv: list[str], extra: dict[str, str] | None = None) -> 
         f"cvxpy {_version('cvxpy')}, ecos {_version('ecos')}, gpo {_version('gpo')}",
         f"- BLAS: {blas_kernels()}",
         f"- BLAS env vars: {env if env else 'none set'}",
+        f"- gpo_core C kernels (gpo_core/_kernels.c): {_kernels_status()}",
     ]
     for key, value in (extra or {}).items():
         lines.append(f"- {key}: {value}")
     return "\n".join(lines) + "\n"
+
+
+def _kernels_status() -> str:
+    import gpo_core._fused
+
+    if gpo_core._fused.KERNELS is None:
+        return "not built (steps run in numpy)"
+    return "built"
 
 
 # --------------------------------------------------------------------------------- timing

@@ -3,12 +3,13 @@
 Parts (``--parts abcd``; ``--quick`` runs a, b, c on smaller settings and never d):
 
 a. Time to Nash gap 1e-4 on n x n random games (U[-1, 1]) for n in {100, 1000, 3000}: the
-   regret-matching rules of the library (RM+ and predictive RM+, alternating, linear or quadratic
-   averaging) against ``gc.solve_lp`` (one HiGHS LP and its duals, killed at the cap and then reported as "not
-   finished") and, at n = 100, OpenSpiel's C++ CFR+; iterations against plain alternating RM+
-   with linear averaging (= CFR+ on a matrix game); RM+ with quadratic averaging also runs on a
-   float32 copy of the game (its gap re-checked in float64). ``gc.solve_pivot`` (exact: RM+ warm
-   start, then support pivoting) is timed on the same game; its gap is that of an exact answer.
+   regret-matching rules of the library (RM+, predictive RM+ and discounted RM+, alternating,
+   linear or quadratic averaging) against ``gc.solve_lp`` (one HiGHS LP and its duals, killed at
+   the cap and then reported as "not finished") and, at n = 100, OpenSpiel's C++ CFR+;
+   iterations against plain alternating RM+ with linear averaging (= CFR+ on a matrix game);
+   discounted RM+ (``FASTEST``) also runs on a float32 copy of the game (its gap re-checked in
+   float64). ``gc.solve_pivot`` (exact: discounted-RM+ warm start, then support pivoting) is
+   timed on the same game; its gap is that of an exact answer.
 b. One ``gc.play`` step's cost against the two bare matrix-vector products it needs (``A @ y``
    and ``x @ A``, float64) on 1000 x 1000 and 3000 x 3000: per-step times of ``play`` and of a
    loop of the two products are measured alternately, several times, and the ratio of the
@@ -58,7 +59,9 @@ RULES = (
     ("RM+ (alt., quadratic avg)", gc.regret_matching_plus, "quadratic"),
     ("PRM+ (alt., linear avg)", predictive_regret_matching_plus, "linear"),
     ("PRM+ (alt., quadratic avg)", predictive_regret_matching_plus, "quadratic"),
+    ("DRM+ (alt., quadratic avg)", gc.discounted_regret_matching_plus, "quadratic"),
 )
+FASTEST = RULES[-1]  # the rule the float32 rows and part d run (fewest iterations in part a)
 
 
 def _play(game, make, averaging, steps, tol=None):
@@ -120,11 +123,11 @@ def part_a(sizes: list[int], cap: float, highs_cap: float, threads: int, tol: fl
                              ratio, traj.num_steps, it_ratio,
                              f"gap {float(traj.final_gap):.1e}"])
             f32 = _float32_game(game)
-            # the same fastest-family rule on the float32 copy: half the bytes per matvec; its
-            # gap is re-checked in float64 on the float64 matrix
-            label = "RM+ (alt., quadratic avg), float32 game"
+            # the fastest rule on the float32 copy: half the bytes per matvec; its gap is
+            # re-checked in float64 on the float64 matrix
+            label = f"{FASTEST[0]}, float32 game"
             seconds, traj = cm.best_of(
-                lambda: _play(f32, gc.regret_matching_plus, "quadratic", budget, tol)
+                lambda: _play(f32, FASTEST[1], FASTEST[2], budget, tol)
             )
             gap64 = sv.gap(game.payoff, np.asarray(traj.average.row, dtype=np.float64),
                            np.asarray(traj.average.col, dtype=np.float64))
@@ -153,9 +156,9 @@ def part_a(sizes: list[int], cap: float, highs_cap: float, threads: int, tol: fl
                 ratio = cm.fmt_ratio(pivot_s / highs_s)
             else:
                 ratio = f"< {cm.fmt_ratio(pivot_s / highs_cap)}"
-            rows.append([n, "**gpo solve_pivot** (exact: RM+ warm start + support pivoting)",
+            rows.append([n, "**gpo solve_pivot** (exact: DRM+ warm start + support pivoting)",
                          cm.fmt_time(pivot_s), ratio,
-                         f"{warm} RM+ + {int(sol.pivots)} pivots", "—",
+                         f"{warm} DRM+ + {int(sol.pivots)} pivots", "—",
                          f"exact (gap {pgap:.0e}, method {sol.method})"])
             if n <= 100:
                 results, last = sv.openspiel_cfr_plus(game.payoff, [tol], cap)
@@ -301,13 +304,15 @@ def part_b(sizes: list[int], reps: int, threads: int = 1) -> str:
          dict(alternating=True, averaging="quadratic")),
         ("PRM+ (alt., quadratic avg), tol=1e-12", predictive_regret_matching_plus,
          dict(alternating=True, averaging="quadratic", tol=1e-12)),
+        ("DRM+ (alt., quadratic avg), tol=1e-12", gc.discounted_regret_matching_plus,
+         dict(alternating=True, averaging="quadratic", tol=1e-12)),
         ("hedge(0.1) (simult., uniform avg)", lambda: gc.hedge(0.1), {}),
     )
     for n in sizes:
         game = gc.MatrixGame.random(n, seed=0)
         steps = max(5, int(50 * (1000 / n) ** 2))  # blocks of about 50 ms
         f32 = _float32_game(game)
-        runs = ((game, "float64", cases, steps), (f32, "float32", cases[:2], 2 * steps))
+        runs = ((game, "float64", cases, steps), (f32, "float32", cases[:4], 2 * steps))
         for g, dtype, todo, k in runs:
             for label, make, kwargs in todo:
                 r = step_cost(g, make, k, reps, **kwargs)
@@ -407,7 +412,7 @@ def part_d_child(n: int, tol: float, cap: float, warmup: bool = False) -> str:
     build = time.perf_counter() - t0
     rss_game = _peak_rss()
     matrix = game.payoff.nbytes
-    make, averaging = gc.regret_matching_plus, "quadratic"
+    label, make, averaging = FASTEST
     t0 = time.perf_counter()
     pilot = _play(game, make, averaging, 3)
     per_step = (time.perf_counter() - t0) / 3
@@ -435,7 +440,7 @@ def part_d_child(n: int, tol: float, cap: float, warmup: bool = False) -> str:
          f"{play_peak / matrix:.4f}×"],
     ]
     text = (
-        f"RM+ (alt., quadratic avg) on a {n}×{n} game: "
+        f"{label} on a {n}×{n} game: "
         + (f"gap {gap:.1e} ≤ {tol:g} after {traj.num_steps} steps in {seconds:.1f} s"
            if reached
            else f"NOT reached: gap {gap:.1e} after {traj.num_steps} steps ({seconds:.1f} s cap)")

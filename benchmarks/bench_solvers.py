@@ -7,8 +7,9 @@ target, the ratio to ``gc.solve_lp`` (one HiGHS LP and its duals) on the same ga
 
 How each solver is timed:
 
-* gpo rules: Hedge and optimistic Hedge (simultaneous, uniform average), RM+ and predictive RM+
-  (alternating, linear or quadratic average: CFR+'s schedule), and both regret-matching rules
+* gpo rules: Hedge and optimistic Hedge (simultaneous, uniform average), RM+, predictive RM+
+  and discounted RM+ (alternating, linear or quadratic average: CFR+'s and DCFR's schedules),
+  and RM+ and predictive RM+
   without alternation (where plain RM+ stalls and the prediction makes PRM+ converge).
   ``gc.play(game, rule, steps=budget, tol=target, ...)`` stops as soon as the
   averaged gap (computed for free from running utility averages) is below ``target``. The step
@@ -100,6 +101,12 @@ GPO_SOLVERS = (
         True,
         "quadratic",
     ),
+    GpoSolver(
+        "gpo DRM+ (discounted RM+, α=1.5; alt., quadratic avg)",
+        lambda eta: gc.discounted_regret_matching_plus(),
+        True,
+        "quadratic",
+    ),
     # Without alternation: plain RM+ stalls, the prediction is what makes PRM+ converge.
     GpoSolver(
         "gpo RM+ (simult., linear avg)", lambda eta: gc.regret_matching_plus(), False, "linear"
@@ -178,7 +185,7 @@ def run_gpo(
 # ------------------------------------------------------------------------- exact solvers
 EXACT = (
     ("HiGHS: gc.solve_lp (1 LP + duals)", "highs_solve_lp"),
-    ("gpo solve_pivot (RM+ warm start + support pivoting)", "gpo_solve_pivot"),
+    ("gpo solve_pivot (DRM+ warm start + support pivoting)", "gpo_solve_pivot"),
     ("nashpy linear_program (scipy linprog)", "nashpy_lp"),
     ("OpenSpiel lp_solver (cvxpy+ECOS)", "openspiel_lp"),
     ("nashpy support enumeration", "nashpy_support_enumeration"),

@@ -23,10 +23,11 @@ from gpo_core._io import atomic_path  # noqa: E402
 
 # The solvers worth a line, with their legend labels (the rest are in the table).
 SHOWN = {
-    "gpo solve_pivot (RM+ warm start + support pivoting)": "gpo solve_pivot (exact)",
+    "gpo solve_pivot (DRM+ warm start + support pivoting)": "gpo solve_pivot (exact)",
     "HiGHS: gc.solve_lp (1 LP + duals)": "HiGHS, one LP (gc.solve_lp)",
     "gpo RM+ (alt., quadratic avg)": "gpo RM+ (alternating, quadratic avg.)",
     "gpo PRM+ (alt., quadratic avg)": "gpo predictive RM+ (alt., quadratic avg.)",
+    "gpo DRM+ (discounted RM+, α=1.5; alt., quadratic avg)": "gpo discounted RM+ (alt., quadratic avg.)",
     "OpenSpiel CFR+ (C++, turn-based)": "OpenSpiel CFR+ (C++)",
     "OpenSpiel lp_solver (cvxpy+ECOS)": "OpenSpiel LP (cvxpy + ECOS)",
     "nashpy linear_program (scipy linprog)": "nashpy linear_program",
@@ -81,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_xlabel("actions per player n (random n × n game, entries U[-1, 1])")
     ax.set_ylabel("seconds to Nash gap ≤ 1e-4 (exact solvers: to the answer)")
     date = next((h.split(":", 1)[1].strip()[:10] for h in header if h.startswith("date")), "")
-    ax.set_title(f"Time to a 1e-4 equilibrium (2-core Xeon, one BLAS thread, {date})", fontsize=10)
+    # "machine: 2 CPUs (`nproc` 2), AMD EPYC, 23.5 GiB RAM ..." -> "2-core AMD EPYC"
+    machine = next((h.split(":", 1)[1] for h in header if h.startswith("machine")), "")
+    parts = [p.strip() for p in machine.split(",")]
+    cores = re.search(r"`nproc` (\d+)", machine)
+    where = (f"{cores.group(1)}-core {parts[1]}" if cores and len(parts) > 1 else "this machine")
+    ax.set_title(f"Time to a 1e-4 equilibrium ({where}, one BLAS thread, {date})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -2,8 +2,8 @@
  *
  * Why: after the two matrix-vector products of a big game's step, regret matching+ and the
  * running averages are ~25 numpy calls on n-vectors, each a Python dispatch (about 1 us) on
- * data just evicted from the caches; at 1000 x 1000 that alone is 15-40% of a step. These two
- * functions do the same arithmetic in one call each. They are optional: without a C compiler
+ * data just evicted from the caches; at 1000 x 1000 that alone is 15-40% of a step. These
+ * functions do the same arithmetic in one call per player. They are optional: without a C compiler
  * gpo_core runs the numpy code in rules.py and dynamics.py (see gpo_core/_fused.py).
  *
  * Arithmetic, so that results do not depend on the path that computed them:
@@ -24,6 +24,10 @@
  * accumulate(w, x, x_sum, u, u_sum) -> float
  *     x_sum += w * x and u_sum += w * u, elementwise (each pair of arrays of one shape and
  *     dtype), and returns max(u_sum) over the whole buffer.
+ *
+ * step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> float
+ *     Both in one call (play's hot path for one player): returns max(acc_sum), or nan when u is
+ *     not finite (then nothing is accumulated).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -81,42 +85,52 @@ static int same_shape(const Py_buffer *a, const Py_buffer *b) {
     return 1;
 }
 
-#define DEFINE_REGRET_MATCHING(NAME, T, EPS)                                                   \
-    static int NAME(const T *u, const T *x, T *q, T *out, Py_ssize_t rows, Py_ssize_t n,      \
-                    double discount, int predictive) {                                         \
+/* Written as branch-free loops (fabs and selects, not ifs on signs: a branch on the sign of
+ * random utilities mispredicts half the time) so that the compiler vectorises them. */
+#define DEFINE_REGRET_MATCHING(NAME, T, EPS, ABS)                                                   \
+    static int NAME(const T *restrict u, const T *restrict x, T *restrict q, T *restrict out,  \
+                    Py_ssize_t rows, Py_ssize_t n, double discount, int predictive) {          \
         const T d = (T)discount;                                                               \
         const int discounted = discount != 1.0;                                                \
         for (Py_ssize_t b = 0; b < rows; b++, u += n, x += n, q += n, out += n) {              \
-            double size = 0.0, s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;                         \
+            /* max |u| (skips a nan) and <u, x> (nan or inf when some u is: inf * 0 is nan,    \
+             * and x >= 0 sums to 1): the two together see every non-finite u */               \
+            T m0 = (T)0, m1 = (T)0, m2 = (T)0, m3 = (T)0;                                      \
+            double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;                                     \
             Py_ssize_t i = 0;                                                                  \
-            for (; i < n; i++) { /* max |u| with a sticky nan */                              \
-                double a = fabs((double)u[i]);                                                 \
-                if (a > size || a != a) size = a;                                              \
-                if (size != size) break;                                                       \
-            }                                                                                  \
-            if (!isfinite(size)) return 1;                                                     \
+            /* one pass: four partial maxima and sums, no dependency chain */                  \
             for (i = 0; i + 4 <= n; i += 4) {                                                  \
+                T a0 = ABS(u[i]), a1 = ABS(u[i + 1]), a2 = ABS(u[i + 2]), a3 = ABS(u[i + 3]);  \
+                m0 = a0 > m0 ? a0 : m0;                                                        \
+                m1 = a1 > m1 ? a1 : m1;                                                        \
+                m2 = a2 > m2 ? a2 : m2;                                                        \
+                m3 = a3 > m3 ? a3 : m3;                                                        \
                 s0 += (double)u[i] * (double)x[i];                                             \
                 s1 += (double)u[i + 1] * (double)x[i + 1];                                     \
                 s2 += (double)u[i + 2] * (double)x[i + 2];                                     \
                 s3 += (double)u[i + 3] * (double)x[i + 3];                                     \
             }                                                                                  \
-            for (; i < n; i++) s0 += (double)u[i] * (double)x[i];                              \
-            const T value = (T)((s0 + s1) + (s2 + s3));                                        \
-            const double noise = 16.0 * (EPS) * size;                                          \
+            for (; i < n; i++) {                                                               \
+                m0 = ABS(u[i]) > m0 ? ABS(u[i]) : m0;                                          \
+                s0 += (double)u[i] * (double)x[i];                                             \
+            }                                                                                  \
+            m0 = m1 > m0 ? m1 : m0;                                                            \
+            m2 = m3 > m2 ? m3 : m2;                                                            \
+            const T size = m2 > m0 ? m2 : m0;                                                  \
+            const double dot = (s0 + s1) + (s2 + s3);                                          \
+            if (!isfinite(dot) || !isfinite((double)size)) return 1;                           \
+            const T value = (T)dot;                                                            \
+            /* numpy compares a float32 regret with the threshold rounded to float32 too */    \
+            const T noise = (T)(16.0 * (EPS) * (double)size);                                  \
             for (i = 0; i < n; i++) {                                                          \
                 T r = u[i] - value;                                                            \
-                if (fabs((double)r) <= noise) r = (T)0;                                        \
-                T qi = discounted ? d * q[i] : q[i];                                           \
-                qi = qi + r;                                                                   \
+                r = ABS(r) <= noise ? (T)0 : r;                                                \
+                T qi = (discounted ? d * q[i] : q[i]) + r;                                     \
                 qi = qi > (T)0 ? qi : (T)0;                                                    \
                 q[i] = qi;                                                                     \
-                T p = qi;                                                                      \
-                if (predictive) {                                                              \
-                    p = qi + r;                                                                \
-                    p = p > (T)0 ? p : (T)0;                                                   \
-                }                                                                              \
-                out[i] = p;                                                                    \
+                T p = qi + r;                                                                  \
+                p = p > (T)0 ? p : (T)0;                                                       \
+                out[i] = predictive ? p : qi;                                                  \
             }                                                                                  \
             s0 = s1 = s2 = s3 = 0.0;                                                           \
             for (i = 0; i + 4 <= n; i += 4) {                                                  \
@@ -136,8 +150,8 @@ static int same_shape(const Py_buffer *a, const Py_buffer *b) {
         return 0;                                                                              \
     }
 
-DEFINE_REGRET_MATCHING(regret_matching_d, double, DBL_EPSILON)
-DEFINE_REGRET_MATCHING(regret_matching_f, float, FLT_EPSILON)
+DEFINE_REGRET_MATCHING(regret_matching_d, double, DBL_EPSILON, fabs)
+DEFINE_REGRET_MATCHING(regret_matching_f, float, FLT_EPSILON, fabsf)
 
 static PyObject *regret_matching(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 6) {
@@ -171,20 +185,29 @@ static PyObject *regret_matching(PyObject *self, PyObject *const *args, Py_ssize
 }
 
 #define DEFINE_ACCUMULATE(NAME, T)                                                             \
-    static double NAME(T w, const T *x, T *xs, Py_ssize_t nx, const T *u, T *us,              \
-                       Py_ssize_t nu) {                                                        \
+    static double NAME(T w, const T *restrict x, T *restrict xs, Py_ssize_t nx,                \
+                       const T *restrict u, T *restrict us, Py_ssize_t nu) {                   \
         for (Py_ssize_t i = 0; i < nx; i++) {                                                  \
             T t = w * x[i];                                                                    \
             xs[i] = xs[i] + t;                                                                 \
         }                                                                                      \
-        double top = -INFINITY;                                                                \
+        if (nu == 0) return -INFINITY;                                                         \
         for (Py_ssize_t i = 0; i < nu; i++) {                                                  \
             T t = w * u[i];                                                                    \
-            T z = us[i] + t;                                                                   \
-            us[i] = z;                                                                         \
-            if ((double)z > top) top = (double)z;                                              \
+            us[i] = us[i] + t;                                                                 \
         }                                                                                      \
-        return top;                                                                            \
+        T m0 = us[0], m1 = us[0], m2 = us[0], m3 = us[0];                                      \
+        Py_ssize_t i = 0;                                                                      \
+        for (; i + 4 <= nu; i += 4) { /* four partial maxima: no dependency chain */           \
+            m0 = us[i] > m0 ? us[i] : m0;                                                      \
+            m1 = us[i + 1] > m1 ? us[i + 1] : m1;                                              \
+            m2 = us[i + 2] > m2 ? us[i + 2] : m2;                                              \
+            m3 = us[i + 3] > m3 ? us[i + 3] : m3;                                              \
+        }                                                                                      \
+        for (; i < nu; i++) m0 = us[i] > m0 ? us[i] : m0;                                      \
+        m0 = m1 > m0 ? m1 : m0;                                                                \
+        m2 = m3 > m2 ? m3 : m2;                                                                \
+        return (double)(m2 > m0 ? m2 : m0);                                                    \
     }
 
 DEFINE_ACCUMULATE(accumulate_d, double)
@@ -216,11 +239,58 @@ static PyObject *accumulate(PyObject *self, PyObject *const *args, Py_ssize_t na
     return PyFloat_FromDouble(top);
 }
 
+/* step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> float: regret_matching on
+ * (u, x, q, out), then accumulate(w, x, x_sum, acc, acc_sum), in one call: play's step for one
+ * player, with x the strategy just played (still in the cache). Returns max(acc_sum), or nan
+ * (and nothing accumulated) when u is not finite. */
+static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError,
+                        "step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum)");
+        return NULL;
+    }
+    double discount = PyFloat_AsDouble(args[4]);
+    if (discount == -1.0 && PyErr_Occurred()) return NULL;
+    int predictive = PyObject_IsTrue(args[5]);
+    if (predictive < 0) return NULL;
+    double w = PyFloat_AsDouble(args[6]);
+    if (w == -1.0 && PyErr_Occurred()) return NULL;
+    PyObject *objs[7] = {args[0], args[1], args[2], args[3], args[7], args[8], args[9]};
+    Py_buffer v[7];
+    static const int writable[7] = {0, 0, 1, 1, 1, 0, 1};
+    int kind = take(objs, writable, 7, v);
+    if (kind < 0) return NULL;
+    for (int k = 1; k < 7; k++) {
+        if (!same_shape(&v[0], &v[k])) {
+            release(v, 7);
+            PyErr_SetString(PyExc_ValueError, "gpo_core._kernels: arrays of different shapes");
+            return NULL;
+        }
+    }
+    Py_ssize_t n = v[0].shape[v[0].ndim - 1];
+    Py_ssize_t size = v[0].len / v[0].itemsize;
+    Py_ssize_t rows = n > 0 ? size / n : 0;
+    double top = NAN;
+    if (kind == 8) {
+        if (!regret_matching_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n, discount,
+                               predictive))
+            top = accumulate_d(w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size);
+    } else {
+        if (!regret_matching_f(v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n, discount,
+                               predictive))
+            top = accumulate_f((float)w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size);
+    }
+    release(v, 7);
+    return PyFloat_FromDouble(top);
+}
+
 static PyMethodDef methods[] = {
     {"regret_matching", (PyCFunction)(void (*)(void))regret_matching, METH_FASTCALL,
      "regret_matching(u, x, q, out, discount, predictive) -> 0, or 1 for non-finite u"},
     {"accumulate", (PyCFunction)(void (*)(void))accumulate, METH_FASTCALL,
      "accumulate(w, x, x_sum, u, u_sum) -> max(u_sum)"},
+    {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL,
+     "step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> max(acc_sum) or nan"},
     {NULL, NULL, 0, NULL},
 };
 

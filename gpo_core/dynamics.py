@@ -144,10 +144,11 @@ def play(
     xp = _xp.namespace(payoff)  # numpy, or the tensor library: resolved once for the whole run
     m, n = game.shape
     batch = game.batch_shape
-    x = _initial(xp, x0, "x0", m, batch, payoff)
-    y = _initial(xp, y0, "y0", n, batch, payoff)
-    row_state = row_rule.init(_safe_log(xp, x))
-    col_state = col_rule.init(_safe_log(xp, y))
+    row_state = row_rule.init(_safe_log(xp, _initial(xp, x0, "x0", m, batch, payoff)))
+    col_state = col_rule.init(_safe_log(xp, _initial(xp, y0, "y0", n, batch, payoff)))
+    # x_1, y_1: the strategies the rules play (x0 and y0 up to the rounding of softmax(log))
+    x = _probabilities(xp, row_state)
+    y = _probabilities(xp, col_state)
     power = _POWERS[averaging]
 
     # Weighted sums, updated in place (no temporaries on the hot path); averages = sums / weight.
@@ -164,27 +165,23 @@ def play(
     rec_last = _xp.full(xp, (n_rec, *batch), 0.0, payoff)
     k = 0
     t = 0
-    accumulate = _fused.accumulate
     # a max from the C kernel is a float: the gap is computed in the game's dtype all the same
     scalar = payoff.dtype.type if xp is np else None
     col_product = _col_product(xp, payoff)
     # np.max's Python wrapper costs more than the reduction: call the ufunc (the same result)
     row_max = np.maximum.reduce if xp is np else xp.max
-    row_step, row_final = _player(xp, row_rule, row_state, payoff)
-    col_step, col_final = _player(xp, col_rule, col_state, payoff)
+    # Each player step also adds w_t x_t to its strategy sum and w_t u_t to its utility sum
+    # (one C call where the kernels run; then it returns max(ux_sum) for one numpy game).
+    row_step, row_final = _player(xp, row_rule, row_state, payoff, x, x_sum, ux_sum)
+    col_step, col_final = _player(xp, col_rule, col_state, payoff, y, y_sum, uy_sum)
     for t in range(1, steps + 1):
-        ux = row_utilities(payoff, y)  # A y_t
-        uy_t = uy  # -A^T x_t
-        x_next = row_step(ux)
-        uy = col_product(x_next)  # -A^T x_{t+1}
-        y_next = col_step(uy if alternating else uy_t)
-
         w = float(t) ** power
         weight_sum += w
-        # x_sum += w x_t, ux_sum += w A y_t (one C call per player where the kernels run; it
-        # returns max(ux_sum) for one numpy game)
-        top_x = accumulate(w, x, x_sum, ux, ux_sum)
-        top_y = accumulate(w, y, y_sum, uy_t, uy_sum)
+        ux = row_utilities(payoff, y)  # A y_t
+        uy_t = uy  # -A^T x_t
+        x_next, top_x = row_step(ux, w, ux)  # x_sum += w x_t, ux_sum += w A y_t
+        uy = col_product(x_next)  # -A^T x_{t+1}
+        y_next, top_y = col_step(uy if alternating else uy_t, w, uy_t)
 
         last = t == steps
         if t % record_every == 0 or last or tol is not None:
@@ -218,15 +215,23 @@ def play(
     )
 
 
-def _player(xp: Any, rule: UpdateRule, state: Any, payoff: Any) -> tuple[Any, Any]:
-    """``(step, final)``: ``step(u)`` updates one player on utilities ``u`` and returns the
-    strategy it plays next; ``final()`` is the rule state after the last step.
+def _player(
+    xp: Any, rule: UpdateRule, state: Any, payoff: Any, played: Any, total: Any, u_total: Any
+) -> tuple[Any, Any]:
+    """``(step, final)`` for one player whose current strategy is ``played``.
 
-    On one numpy game a rule that offers an in-place step (RM+, PRM+: ``rule.step.in_place``)
-    runs it on buffers owned here, bit-identical to ``rule.step``: after each matrix-vector
-    product of a big game every call runs with cold caches, and the state tuples, the checks and
-    the fresh arrays of the pure step cost about 5% of a 1000x1000 step. A strategy returned
-    by ``step`` stays valid until the next call but one (two buffers take turns).
+    ``step(u, w, acc)`` updates the player on utilities ``u``, adds ``w`` times the strategy it
+    had played to ``total`` and ``w * acc`` to ``u_total`` (the running sums of the averages),
+    and returns ``(the strategy it plays next, max(u_total) or None)``; ``final()`` is the rule
+    state after the last step.
+
+    On one numpy game a rule that offers an in-place step (RM+, PRM+, DRM+:
+    ``rule.step.in_place``) runs it on buffers owned here, bit-identical to ``rule.step``, and
+    with gpo_core's C kernels built the step and both sums are one C call that also returns the
+    max: after each matrix-vector product of a big game every call runs with cold caches, and
+    the state tuples, the checks and the fresh arrays of the pure step cost about 5% of a
+    1000x1000 step. A strategy returned by ``step`` stays valid until the next call but one
+    (two buffers take turns).
     """
     in_place = getattr(rule.step, "in_place", None)
     strategy = getattr(state, "strategy", None)
@@ -242,19 +247,27 @@ def _player(xp: Any, rule: UpdateRule, state: Any, payoff: Any) -> tuple[Any, An
         spare = np.empty_like(x)
         scratch = np.empty_like(x)
         count = state.count
+        fused = _fused.kernel_arrays(x, q, spare, total, u_total)
 
-        def step_in_place(u: np.ndarray) -> np.ndarray:
+        def step_in_place(u: np.ndarray, w: float, acc: np.ndarray) -> tuple[np.ndarray, Any]:
             nonlocal x, spare, count
-            x, spare = in_place(x, u, q, spare, scratch, count), x
+            if fused:  # the step and both sums in one C call
+                top = in_place.fused(u, x, q, spare, count, w, total, acc, u_total)
+                x, spare = spare, x
+            else:
+                top = _fused.accumulate(w, x, total, acc, u_total)
+                x, spare = in_place(x, u, q, spare, scratch, count), x
             count += 1
-            return x
+            return x, top
 
         return step_in_place, lambda: state._replace(strategy=x, cum_regret=q, count=count)
 
-    def step(u: Any) -> Any:
-        nonlocal state
+    def step(u: Any, w: float, acc: Any) -> tuple[Any, Any]:
+        nonlocal state, played
+        top = _fused.accumulate(w, played, total, acc, u_total)
         state = rule.step(state, u)
-        return _probabilities(xp, state)
+        played = _probabilities(xp, state)
+        return played, top
 
     return step, lambda: state
 

@@ -484,6 +484,21 @@ def _regret_matching_into(
         np.copyto(out, x)  # no positive (predicted) regret: keep playing x, as _normalise_or_keep
         return out
 
+    def fused(
+        u: np.ndarray, x: np.ndarray, q: np.ndarray, out: np.ndarray, count: int,
+        w: float, total: np.ndarray, acc: np.ndarray, u_total: np.ndarray,
+    ) -> float:
+        """``step_into`` plus ``_fused.accumulate(w, x, total, acc, u_total)`` in one C call
+        (play's hot path; only when the C kernels are built and take the arrays)."""
+        top = _fused.KERNELS.step(
+            u, x, q, out, 1.0 if discount is None else discount(count), predictive,
+            w, total, acc, u_total,
+        )
+        if top != top:  # nan: u was not finite
+            raise _non_finite(u)
+        return top
+
+    step_into.fused = fused
     return step_into
 
 

@@ -167,3 +167,36 @@ def test_play_with_and_without_the_c_kernels_agrees_to_rounding(rule, dtype, mon
                  (fast.last.row, plain.last.row), (fast.nash_gap, plain.nash_gap)):
         assert a.dtype == b.dtype == dtype
         np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_fused_step_is_regret_matching_then_accumulate(dtype):
+    """play's one C call per player equals the two calls it replaces, bit for bit."""
+    rng = np.random.default_rng(4)
+    u, acc = rng.normal(size=50).astype(dtype), rng.normal(size=50).astype(dtype)
+    x = rng.dirichlet(np.ones(50)).astype(dtype)
+    q, xs, us = (rng.random(50).astype(dtype) for _ in range(3))
+    q1, xs1, us1, out1 = q.copy(), xs.copy(), us.copy(), np.empty_like(x)
+    top = KERNELS.step(u, x, q1, out1, 0.75, True, 9.0, xs1, acc, us1)
+    q2, xs2, us2, out2 = q.copy(), xs.copy(), us.copy(), np.empty_like(x)
+    assert KERNELS.regret_matching(u, x, q2, out2, 0.75, True) == 0
+    assert top == KERNELS.accumulate(9.0, x, xs2, acc, us2)
+    for a, b in ((q1, q2), (out1, out2), (xs1, xs2), (us1, us2)):
+        np.testing.assert_array_equal(a, b)
+    u[3] = np.inf
+    assert np.isnan(KERNELS.step(u, x, q1, out1, 1.0, False, 1.0, xs1, acc, us1))
+    np.testing.assert_array_equal(xs1, xs2)  # nothing accumulated
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_play_reports_non_finite_utilities_from_a_custom_game_path(bad, kernels):
+    """The fused player raises the rules' own error (C built or not)."""
+    from gpo_core.dynamics import _player
+
+    rule = gc.regret_matching_plus()
+    state = rule.init(np.zeros(3))
+    x = state.strategy
+    step, _ = _player(np, rule, state, np.zeros((3, 3)), x, np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="utilities must be finite"):
+        step(np.array([0.0, bad, 1.0]), 1.0, np.zeros(3))
