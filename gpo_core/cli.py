@@ -26,7 +26,7 @@ import numpy as np
 
 import gpo_core as gc
 
-RULES = ("hedge", "mmd", "optimistic-hedge", "rm+", "prm+")
+RULES = ("hedge", "mmd", "optimistic-hedge", "rm+", "prm+", "drm+")
 
 
 def make_rule(name: str, eta: float | None, alpha: float, steps: int, game: gc.MatrixGame) -> gc.UpdateRule:
@@ -37,6 +37,8 @@ def make_rule(name: str, eta: float | None, alpha: float, steps: int, game: gc.M
         return gc.regret_matching_plus()
     if name == "prm+":
         return gc.predictive_regret_matching_plus()
+    if name == "drm+":
+        return gc.discounted_regret_matching_plus()
     if eta is None and name == "optimistic-hedge":
         # Optimistic Hedge's O(1/T) rate needs a constant step below ~1/(4 max|A|) (Syrgkanis
         # et al. 2015), not the O(1/sqrt(T)) horizon-tuned one.

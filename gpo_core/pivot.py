@@ -30,8 +30,9 @@ measure-zero event.
 
 **Warm start.** A near-equilibrium tells the method where to begin: ``warm_steps`` of
 alternating discounted regret matching+ with quadratic averaging
-(:func:`gpo_core.discounted_regret_matching_plus` in :func:`gpo_core.play`, on a float32 copy), then :math:`S, T` = the :math:`k` largest entries of the average strategies, with
-:math:`k` the mean support size of the last iterates. The closer the start, the fewer pivots:
+(:func:`gpo_core.discounted_regret_matching_plus` in :func:`gpo_core.play`, on a float32 copy),
+then :math:`S, T` = the :math:`k` largest entries of the average strategies, with :math:`k` the
+mean support size of the last iterates. The closer the start, the fewer pivots:
 on random 100 x 100 games the default 40 warm steps leave a handful.
 
 **Degenerate games** (ties, duplicate strategies, many equilibria) make exact zeros that rounding
@@ -189,7 +190,7 @@ def solve_pivot(
 def default_warm_steps(m: int, n: int) -> int:
     """The warm start :func:`solve_pivot` uses on an ``m x n`` game: ``ceil(min(m, n) ** 0.8)``.
 
-    More RM+ steps leave fewer pivots; on random games this grows the warm start about as
+    More warm-up steps leave fewer pivots; on random games this grows the warm start about as
     fast as the pivots it saves cost (40 steps at n = 100, 252 at 1000, 605 at 3000).
     """
     return math.ceil(min(m, n) ** 0.8)

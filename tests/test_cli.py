@@ -20,6 +20,16 @@ def test_solve_openspiel_game_prints_the_exact_answer(capsys):
     np.testing.assert_allclose(probs, [1 / 16, 10 / 16, 5 / 16], atol=2e-3)  # Bosansky et al. 2016
 
 
+def test_solve_with_discounted_rm_plus(capsys):
+    # biased RPS: a uniform start is not its equilibrium (1/16, 10/16, 5/16)
+    assert main(["solve", "matrix_brps", "--rule", "drm+", "--alternating", "--averaging",
+                 "quadratic", "--steps", "3000"]) == 0
+    out = capsys.readouterr().out
+    row = out.split("row (avg)")[1].splitlines()[0]
+    probs = np.array([float(v) for v in row.strip(" []").split(",")])
+    np.testing.assert_allclose(probs, [1 / 16, 10 / 16, 5 / 16], atol=2e-3)
+
+
 def test_solve_payoff_file_and_plot(tmp_path, capsys):
     path = tmp_path / "game.csv"
     np.savetxt(path, [[2.0, -1.0], [-1.0, 1.0]], delimiter=",")
