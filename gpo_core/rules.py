@@ -433,8 +433,9 @@ def _in_place_takes(strategy: Any, utilities: Any, cum_regret: Any) -> bool:
 def _regret_matching_into(
     predictive: bool, discount: Callable[[int], float] | None = None
 ) -> Callable[..., np.ndarray]:
-    """RM+'s step (PRM+'s with ``predictive``; discounted RM+'s with a ``discount(count)``) for
-    one game (:func:`_is_vector`), in place.
+    """RM+'s step (PRM+'s with ``predictive``; discounted RM+'s with a ``discount(count)``) in
+    place, for one game (:func:`_is_vector`), or for any batch the C kernels take
+    (:func:`_in_place_takes`).
 
     The returned ``step_into(x, u, q, out, scratch, count)`` updates the cumulative regrets ``q``
     (``count`` is the number of updates made before this one) and writes the new strategy to
