@@ -190,7 +190,7 @@ def test_the_fused_step_is_regret_matching_then_accumulate(dtype):
 
 
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
-def test_play_reports_non_finite_utilities_from_a_custom_game_path(bad, kernels):
+def test_plays_player_raises_the_rules_error_for_non_finite_utilities(bad, kernels):
     """The fused player raises the rules' own error (C built or not)."""
     from gpo_core.dynamics import _player
 
