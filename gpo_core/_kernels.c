@@ -3,9 +3,9 @@
  * Why: after the two matrix-vector products of a big game's step, regret matching+ and the
  * running averages are ~25 numpy calls on n-vectors, each a Python dispatch (about 1 us) on
  * data just evicted from the caches; at 1000 x 1000 that added a third (float64) to two thirds
- * (float32) to the time of the products themselves (a 2-core AMD EPYC). These
- * functions do the same arithmetic in one call per player. They are optional: without a C compiler
- * gpo_core runs the numpy code in rules.py and dynamics.py (see gpo_core/_fused.py).
+ * (float32) to the time of the products themselves (a 2-core AMD EPYC). These functions do the
+ * same arithmetic in one call per player. They are optional: without a C compiler gpo_core runs
+ * the numpy code in rules.py and dynamics.py (see gpo_core/_fused.py).
  *
  * Arithmetic, so that results do not depend on the path that computed them:
  *  - elementwise updates round in the arrays' own precision, two roundings for a*b + c exactly

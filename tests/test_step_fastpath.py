@@ -1,5 +1,6 @@
-"""The one-numpy-game fast path of RM+/PRM+/DRM+ (rules._regret_matching_into, play's in-place player)
-gives bit-identical results to the general path that batches and other libraries take."""
+"""The one-numpy-game fast path of RM+/PRM+/DRM+ (rules._regret_matching_into, play's in-place
+player, with and without the C kernels) gives bit-identical results to the general path that
+batches and other libraries take."""
 
 import numpy as np
 import pytest
