@@ -86,6 +86,19 @@ static int same_shape(const Py_buffer *a, const Py_buffer *b) {
     return 1;
 }
 
+/* 1 if views[1..count-1] all have views[0]'s shape; else release them all, set a ValueError,
+ * and return 0. */
+static int one_shape(Py_buffer *views, int count) {
+    for (int k = 1; k < count; k++) {
+        if (!same_shape(&views[0], &views[k])) {
+            release(views, count);
+            PyErr_SetString(PyExc_ValueError, "gpo_core._kernels: arrays of different shapes");
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Written as branch-free loops (fabs and selects, not ifs on signs: a branch on the sign of
  * random utilities mispredicts half the time) so that the compiler vectorises them. */
 #define DEFINE_REGRET_MATCHING(NAME, T, EPS, ABS)                                                   \
@@ -167,11 +180,7 @@ static PyObject *regret_matching(PyObject *self, PyObject *const *args, Py_ssize
     static const int writable[4] = {0, 0, 1, 1};
     int kind = take(args, writable, 4, v);
     if (kind < 0) return NULL;
-    if (!same_shape(&v[0], &v[1]) || !same_shape(&v[0], &v[2]) || !same_shape(&v[0], &v[3])) {
-        release(v, 4);
-        PyErr_SetString(PyExc_ValueError, "gpo_core._kernels: arrays of different shapes");
-        return NULL;
-    }
+    if (!one_shape(v, 4)) return NULL;
     Py_ssize_t n = v[0].shape[v[0].ndim - 1];
     Py_ssize_t rows = n > 0 ? v[0].len / v[0].itemsize / n : 0;
     int status;
@@ -261,13 +270,7 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     static const int writable[7] = {0, 0, 1, 1, 1, 0, 1};
     int kind = take(objs, writable, 7, v);
     if (kind < 0) return NULL;
-    for (int k = 1; k < 7; k++) {
-        if (!same_shape(&v[0], &v[k])) {
-            release(v, 7);
-            PyErr_SetString(PyExc_ValueError, "gpo_core._kernels: arrays of different shapes");
-            return NULL;
-        }
-    }
+    if (!one_shape(v, 7)) return NULL;
     Py_ssize_t n = v[0].shape[v[0].ndim - 1];
     Py_ssize_t size = v[0].len / v[0].itemsize;
     Py_ssize_t rows = n > 0 ? size / n : 0;

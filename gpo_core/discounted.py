@@ -22,8 +22,9 @@ the equilibrium, are forgotten (the first by half), later ones hardly at all
 (:math:`\prod_s d_s > 0` for :math:`\alpha > 1`).
 
 **Guarantee.** Let :math:`\omega_t = 1/\prod_{s<t} d_s` (nondecreasing) and
-:math:`P_t = \omega_{t+1} Q_t`; then :math:`P_t = [P_{t-1} + \omega_t r_t]^+` is RM+ on the
-weighted regrets :math:`\omega_t r_t`, and :math:`\pi_{t+1} \propto P_t`. Since
+:math:`P_t = \omega_t Q_t`; since :math:`\omega_t d_{t-1} = \omega_{t-1}`,
+:math:`P_t = [P_{t-1} + \omega_t r_t]^+` is RM+ on the weighted regrets :math:`\omega_t r_t`,
+and :math:`\pi_{t+1} \propto P_t`. Since
 :math:`\langle P_{t-1}, r_t\rangle = 0`, :math:`\lVert P_t\rVert^2 \le \lVert P_{t-1}\rVert^2 +
 \omega_t^2\lVert r_t\rVert^2`, and clipping only raises entries, so every suffix sum
 :math:`\sum_{t \ge s} \omega_t r_t \le P_T`. For averaging weights :math:`w_t` with
