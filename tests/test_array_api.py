@@ -82,7 +82,9 @@ def _state_arrays(state) -> list:
 # ------------------------------------------------------------------ torch float64 == numpy
 @pytest.mark.parametrize("alternating", [False, True], ids=["simultaneous", "alternating"])
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_torch_float64_play_matches_numpy(rule, alternating):
+def test_torch_float64_play_matches_numpy(rule, alternating, kernels):
+    """With the C kernels a CPU tensor game's regret-matching players step in C on the tensors'
+    memory; without them (and on a GPU) in torch's own operations: both are checked."""
     a = _payoff()
     kwargs = dict(steps=300, alternating=alternating, averaging="linear", record_every=7)
     ref = gc.play(gc.MatrixGame(a), RULES[rule](), **kwargs)
@@ -98,6 +100,62 @@ def test_torch_float64_play_matches_numpy(rule, alternating):
         for v_out, v_ref in zip(_state_arrays(s_out), _state_arrays(s_ref)):
             assert isinstance(v_out, torch.Tensor) and v_out.dtype == torch.float64
             assert _diff(v_out, v_ref) <= 1e-10
+
+
+class _CountingKernels:
+    """gpo_core's C kernels, counting the calls of each function."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, {}
+
+    def __getattr__(self, name):
+        fn = getattr(self.real, name)
+
+        def counted(*args):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return fn(*args)
+
+        return counted
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("rule", ["rm+", "prm+", "drm+"])
+def test_cpu_tensor_game_steps_in_the_c_kernel_and_stops_where_numpy_does(rule, dtype, monkeypatch):
+    """The fast path is taken (one C call per player step, none of torch's per-entry operations)
+    and gives numpy's answer: the same iterates, the same recorded gaps, the same stopping step
+    (float64; float32 to its rounding, over a fixed number of steps)."""
+    from gpo_core import _fused
+
+    if _fused.KERNELS is None:
+        pytest.skip("gpo_core._kernels is not built (no C compiler at install)")
+    spy = _CountingKernels(_fused.KERNELS)
+    monkeypatch.setattr(_fused, "KERNELS", spy)
+    a = _payoff(seed=11, shape=(7, 9))
+    a = a.astype(np.float32) if dtype == torch.float32 else a
+    kwargs = dict(steps=2000, alternating=True, averaging="quadratic", record_every=3)
+    if dtype == torch.float64:  # (float32's products round differently in torch and numpy,
+        kwargs["tol"] = 1e-4  # enough to move a stop whose gap lands within 1e-9 of tol)
+    ref = gc.play(gc.MatrixGame(a), RULES[rule](), **kwargs)
+    numpy_calls = spy.calls.pop("step")
+    out = gc.play(gc.MatrixGame(torch.tensor(a)), RULES[rule](), **kwargs)
+    if dtype == torch.float64:
+        assert 10 < ref.num_steps < 2000  # tol stopped the run
+    assert out.num_steps == ref.num_steps
+    assert spy.calls.get("step") == numpy_calls == 2 * ref.num_steps
+    np.testing.assert_array_equal(out.steps, ref.steps)
+    tol = 1e-10 if dtype == torch.float64 else _f32_tol(ref.num_steps)
+    for name, value in _fields(out).items():
+        assert isinstance(value, torch.Tensor) and value.dtype == dtype, name
+        if "logits" not in name:  # log(strategy): float32's error over p in it (compared below)
+            assert _diff(value, _fields(ref)[name]) <= tol, name
+    for s_out, s_ref in ((out.row_state, ref.row_state), (out.col_state, ref.col_state)):
+        assert s_out.count == s_ref.count == ref.num_steps
+        assert _diff(s_out.cum_regret, s_ref.cum_regret) <= tol
+        assert _diff(s_out.strategy, s_ref.strategy) <= tol
+    # The returned tensors own their memory: a second run does not write into the first's.
+    before = out.last.row.clone(), out.row_state.strategy.clone()
+    gc.play(gc.MatrixGame(torch.tensor(a)), RULES[rule](), **kwargs)
+    assert torch.equal(out.last.row, before[0]) and torch.equal(out.row_state.strategy, before[1])
 
 
 @pytest.mark.parametrize("averaging", ["uniform", "quadratic"])
@@ -186,7 +244,7 @@ def _f32_tol(steps: int) -> float:
 @pytest.mark.parametrize("alternating", [False, True], ids=["simultaneous", "alternating"])
 @pytest.mark.parametrize("rule", sorted(RULES))
 @pytest.mark.parametrize("library", ["numpy", "torch"])
-def test_float32_play_stays_float32_and_tracks_float64(library, rule, alternating):
+def test_float32_play_stays_float32_and_tracks_float64(library, rule, alternating, kernels):
     a = _payoff()
     a32 = a.astype(np.float32) if library == "numpy" else torch.tensor(a, dtype=torch.float32)
     steps = 300
