@@ -26,9 +26,14 @@
  *     x_sum += w * x and u_sum += w * u, elementwise (each pair of arrays of one shape and
  *     dtype), and returns max(u_sum) over the whole buffer.
  *
- * step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> float
- *     Both in one call (play's hot path for one player): returns max(acc_sum), or nan when u is
- *     not finite (then nothing is accumulated).
+ * hedge(u, base, cum, z_out, p_out, cum_out, eta, ftrl) -> int
+ *     Hedge's step per row (see DEFINE_HEDGE): cum_out = cum + u, the new normalised logits
+ *     z_out and the strategy p_out from base (the logits, or the prior with ftrl) in one exp
+ *     pass. Returns 0, or 1 if some row of u is not finite.
+ *
+ * step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> (float, float)
+ *     Both in one call (play's hot path for one player): returns (max(acc_sum), max(acc)) over
+ *     the whole buffer, or (nan, nan) when u is not finite (then nothing is accumulated).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -194,14 +199,21 @@ static PyObject *regret_matching(PyObject *self, PyObject *const *args, Py_ssize
     return PyLong_FromLong(status);
 }
 
+/* xs += w * x and us += w * u; returns max(us) and, where u_max is not NULL, stores max(u) there
+ * (play's gap of the iterate just played; the maxima are exact, so the caller's sum of two of
+ * them rounds as numpy's would). */
 #define DEFINE_ACCUMULATE(NAME, T)                                                             \
     static double NAME(T w, const T *restrict x, T *restrict xs, Py_ssize_t nx,                \
-                       const T *restrict u, T *restrict us, Py_ssize_t nu) {                   \
+                       const T *restrict u, T *restrict us, Py_ssize_t nu,                     \
+                       double *u_max) {                                                        \
         for (Py_ssize_t i = 0; i < nx; i++) {                                                  \
             T t = w * x[i];                                                                    \
             xs[i] = xs[i] + t;                                                                 \
         }                                                                                      \
-        if (nu == 0) return -INFINITY;                                                         \
+        if (nu == 0) {                                                                         \
+            if (u_max != NULL) *u_max = -INFINITY;                                             \
+            return -INFINITY;                                                                  \
+        }                                                                                      \
         for (Py_ssize_t i = 0; i < nu; i++) {                                                  \
             T t = w * u[i];                                                                    \
             us[i] = us[i] + t;                                                                 \
@@ -217,6 +229,19 @@ static PyObject *regret_matching(PyObject *self, PyObject *const *args, Py_ssize
         for (; i < nu; i++) m0 = us[i] > m0 ? us[i] : m0;                                      \
         m0 = m1 > m0 ? m1 : m0;                                                                \
         m2 = m3 > m2 ? m3 : m2;                                                                \
+        if (u_max != NULL) {                                                                   \
+            T a0 = u[0], a1 = u[0], a2 = u[0], a3 = u[0];                                      \
+            for (i = 0; i + 4 <= nu; i += 4) {                                                 \
+                a0 = u[i] > a0 ? u[i] : a0;                                                    \
+                a1 = u[i + 1] > a1 ? u[i + 1] : a1;                                            \
+                a2 = u[i + 2] > a2 ? u[i + 2] : a2;                                            \
+                a3 = u[i + 3] > a3 ? u[i + 3] : a3;                                            \
+            }                                                                                  \
+            for (; i < nu; i++) a0 = u[i] > a0 ? u[i] : a0;                                    \
+            a0 = a1 > a0 ? a1 : a0;                                                            \
+            a2 = a3 > a2 ? a3 : a2;                                                            \
+            *u_max = (double)(a2 > a0 ? a2 : a0);                                              \
+        }                                                                                      \
         return (double)(m2 > m0 ? m2 : m0);                                                    \
     }
 
@@ -242,17 +267,17 @@ static PyObject *accumulate(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_ssize_t nx = v[0].len / v[0].itemsize, nu = v[2].len / v[2].itemsize;
     double top;
     if (kind == 8)
-        top = accumulate_d(w, v[0].buf, v[1].buf, nx, v[2].buf, v[3].buf, nu);
+        top = accumulate_d(w, v[0].buf, v[1].buf, nx, v[2].buf, v[3].buf, nu, NULL);
     else
-        top = accumulate_f((float)w, v[0].buf, v[1].buf, nx, v[2].buf, v[3].buf, nu);
+        top = accumulate_f((float)w, v[0].buf, v[1].buf, nx, v[2].buf, v[3].buf, nu, NULL);
     release(v, 4);
     return PyFloat_FromDouble(top);
 }
 
-/* step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> float: regret_matching on
- * (u, x, q, out), then accumulate(w, x, x_sum, acc, acc_sum), in one call: play's step for one
- * player, with x the strategy just played (still in the cache). Returns max(acc_sum), or nan
- * (and nothing accumulated) when u is not finite. */
+/* step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> (float, float):
+ * regret_matching on (u, x, q, out), then accumulate(w, x, x_sum, acc, acc_sum), in one call:
+ * play's step for one player, with x the strategy just played (still in the cache). Returns
+ * (max(acc_sum), max(acc)), or (nan, nan) (and nothing accumulated) when u is not finite. */
 static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 10) {
         PyErr_SetString(PyExc_TypeError,
@@ -274,27 +299,108 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t n = v[0].shape[v[0].ndim - 1];
     Py_ssize_t size = v[0].len / v[0].itemsize;
     Py_ssize_t rows = n > 0 ? size / n : 0;
-    double top = NAN;
+    double top = NAN, acc_top = NAN;
     if (kind == 8) {
         if (!regret_matching_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n, discount,
                                predictive))
-            top = accumulate_d(w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size);
+            top = accumulate_d(w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size, &acc_top);
     } else {
         if (!regret_matching_f(v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n, discount,
                                predictive))
-            top = accumulate_f((float)w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size);
+            top = accumulate_f((float)w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size,
+                               &acc_top);
     }
     release(v, 7);
-    return PyFloat_FromDouble(top);
+    return Py_BuildValue("(dd)", top, acc_top);
+}
+
+/* Hedge's step on each row: cum' = cum + u; zn = base + eta * (ftrl ? cum' : u) (the KL-proximal
+ * form from the current logits, or dual averaging from the prior); with top = max(zn) and
+ * e = exp(zn - top): z' = zn - (log(sum e) + top), p = e / sum(e). One exp pass where numpy's
+ * log_softmax and softmax take two; the same roundings as numpy in every elementwise operation
+ * (sum(e) in double with four partial sums). Returns 1 if some u is not finite (arrays partly
+ * written), else 0. */
+#define DEFINE_HEDGE(NAME, T, EXP, LOG)                                                        \
+    static int NAME(const T *restrict u, const T *restrict base, const T *restrict cum,       \
+                    T *restrict z, T *restrict p, T *restrict cum_out, Py_ssize_t rows,       \
+                    Py_ssize_t n, double eta_d, int ftrl) {                                   \
+        const T eta = (T)eta_d;                                                                \
+        for (Py_ssize_t b = 0; b < rows;                                                       \
+             b++, u += n, base += n, cum += n, z += n, p += n, cum_out += n) {                \
+            double check = 0.0; /* u * 0 is nan exactly where u is inf or nan */               \
+            T top = -(T)INFINITY;                                                              \
+            for (Py_ssize_t i = 0; i < n; i++) {                                               \
+                check += (double)u[i] * 0.0;                                                   \
+                T c = cum[i] + u[i];                                                           \
+                cum_out[i] = c;                                                                \
+                T step = eta * (ftrl ? c : u[i]);                                              \
+                T zi = base[i] + step;                                                         \
+                z[i] = zi;                                                                     \
+                top = zi > top ? zi : top;                                                     \
+            }                                                                                  \
+            if (check != 0.0) return 1;                                                        \
+            double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;                                     \
+            Py_ssize_t i = 0;                                                                  \
+            for (; i + 4 <= n; i += 4) {                                                       \
+                T e0 = EXP(z[i] - top), e1 = EXP(z[i + 1] - top);                              \
+                T e2 = EXP(z[i + 2] - top), e3 = EXP(z[i + 3] - top);                          \
+                p[i] = e0, p[i + 1] = e1, p[i + 2] = e2, p[i + 3] = e3;                        \
+                s0 += (double)e0, s1 += (double)e1, s2 += (double)e2, s3 += (double)e3;        \
+            }                                                                                  \
+            for (; i < n; i++) {                                                               \
+                T e = EXP(z[i] - top);                                                         \
+                p[i] = e;                                                                      \
+                s0 += (double)e;                                                               \
+            }                                                                                  \
+            const T total = (T)((s0 + s1) + (s2 + s3)); /* >= 1: the top entry's exp(0) */     \
+            const T shift = LOG(total) + top;                                                  \
+            for (i = 0; i < n; i++) {                                                          \
+                z[i] = z[i] - shift;                                                           \
+                p[i] = p[i] / total;                                                           \
+            }                                                                                  \
+        }                                                                                      \
+        return 0;                                                                              \
+    }
+
+DEFINE_HEDGE(hedge_d, double, exp, log)
+DEFINE_HEDGE(hedge_f, float, expf, logf)
+
+static PyObject *hedge(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "hedge(u, base, cum, z_out, p_out, cum_out, eta, ftrl)");
+        return NULL;
+    }
+    double eta = PyFloat_AsDouble(args[6]);
+    if (eta == -1.0 && PyErr_Occurred()) return NULL;
+    int ftrl = PyObject_IsTrue(args[7]);
+    if (ftrl < 0) return NULL;
+    Py_buffer v[6];
+    static const int writable[6] = {0, 0, 0, 1, 1, 1};
+    int kind = take(args, writable, 6, v);
+    if (kind < 0) return NULL;
+    if (!one_shape(v, 6)) return NULL;
+    Py_ssize_t n = v[0].shape[v[0].ndim - 1];
+    Py_ssize_t rows = n > 0 ? v[0].len / v[0].itemsize / n : 0;
+    int status;
+    if (kind == 8)
+        status = hedge_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, rows, n,
+                         eta, ftrl);
+    else
+        status = hedge_f(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, rows, n,
+                         eta, ftrl);
+    release(v, 6);
+    return PyLong_FromLong(status);
 }
 
 static PyMethodDef methods[] = {
+    {"hedge", (PyCFunction)(void (*)(void))hedge, METH_FASTCALL,
+     "hedge(u, base, cum, z_out, p_out, cum_out, eta, ftrl) -> 0, or 1 for non-finite u"},
     {"regret_matching", (PyCFunction)(void (*)(void))regret_matching, METH_FASTCALL,
      "regret_matching(u, x, q, out, discount, predictive) -> 0, or 1 for non-finite u"},
     {"accumulate", (PyCFunction)(void (*)(void))accumulate, METH_FASTCALL,
      "accumulate(w, x, x_sum, u, u_sum) -> max(u_sum)"},
     {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL,
-     "step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> max(acc_sum) or nan"},
+     "step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> (max(acc_sum), max(acc))"},
     {NULL, NULL, 0, NULL},
 };
 

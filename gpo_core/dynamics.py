@@ -189,7 +189,8 @@ def play(
     t = 0
     col_product = _col_product(xp, payoff)
     # Each player step also adds w_t x_t to its strategy sum and w_t u_t to its utility sum
-    # (one C call where the kernels run; then it returns max(ux_sum) for one game).
+    # (one C call where the kernels run; then it also returns max(ux_sum) and max(u_t) for one
+    # game: both gaps without another pass over the vectors).
     row_step, row_final = _player(xp, row_rule, row_state, payoff, x, x_sum, ux_sum, views)
     col_step, col_final = _player(xp, col_rule, col_state, payoff, y, y_sum, uy_sum, views)
     for t in range(1, steps + 1):
@@ -197,9 +198,9 @@ def play(
         weight_sum += w
         ux = row_utilities(payoff, y)  # A y_t
         uy_t = uy  # -A^T x_t
-        x_next, top_x = row_step(ux, w, ux)  # x_sum += w x_t, ux_sum += w A y_t
+        x_next, top_x, now_x = row_step(ux, w, ux)  # x_sum += w x_t, ux_sum += w A y_t
         uy = col_product(x_next)  # -A^T x_{t+1}
-        y_next, top_y = col_step(uy if alternating else uy_t, w, uy_t)
+        y_next, top_y, now_y = col_step(uy if alternating else uy_t, w, uy_t)
 
         last = t == steps
         if t % record_every == 0 or last or tol is not None:
@@ -214,7 +215,10 @@ def play(
             if t % record_every == 0 or last or stop:
                 rec_steps[k] = t
                 rec_gap[k] = gap
-                rec_last[k] = top(ux) + top(uy_t)
+                if now_x is not None and now_y is not None:
+                    rec_last[k] = scalar(now_x) + scalar(now_y)  # max(A y_t) + max(-A^T x_t)
+                else:
+                    rec_last[k] = top(ux) + top(uy_t)
                 k += 1
             if stop:
                 x, y = x_next, y_next
@@ -241,8 +245,8 @@ def _player(
 
     ``step(u, w, acc)`` updates the player on utilities ``u``, adds ``w`` times the strategy it
     had played to ``total`` and ``w * acc`` to ``u_total`` (the running sums of the averages),
-    and returns ``(the strategy it plays next, max(u_total) or None)``; ``final()`` is the rule
-    state after the last step.
+    and returns ``(the strategy it plays next, max(u_total), max(acc))``, the maxima as floats
+    from the C kernel or ``None``; ``final()`` is the rule state after the last step.
 
     On one numpy game a rule that offers an in-place step (RM+, PRM+, DRM+:
     ``rule.step.in_place``) runs it on buffers owned here, bit-identical to ``rule.step``, and
@@ -268,16 +272,16 @@ def _player(
         count = state.count
         fused = _fused.kernel_arrays(x, q, spare, total, u_total)
 
-        def step_in_place(u: np.ndarray, w: float, acc: np.ndarray) -> tuple[np.ndarray, Any]:
+        def step_in_place(u: np.ndarray, w: float, acc: np.ndarray) -> tuple[np.ndarray, Any, Any]:
             nonlocal x, spare, count
             if fused:  # the step and both sums in one C call
-                top = in_place.fused(u, x, q, spare, count, w, total, acc, u_total)
+                top, now = in_place.fused(u, x, q, spare, count, w, total, acc, u_total)
                 x, spare = spare, x
             else:
-                top = _fused.accumulate(w, x, total, acc, u_total)
+                top, now = _fused.accumulate(w, x, total, acc, u_total), None
                 x, spare = in_place(x, u, q, spare, scratch, count), x
             count += 1
-            return x, top
+            return x, top, now
 
         return step_in_place, lambda: state._replace(strategy=x, cum_regret=q, count=count)
 
@@ -286,12 +290,12 @@ def _player(
         if on_host is not None:
             return on_host
 
-    def step(u: Any, w: float, acc: Any) -> tuple[Any, Any]:
+    def step(u: Any, w: float, acc: Any) -> tuple[Any, Any, Any]:
         nonlocal state, played
         top = _fused.accumulate(w, played, total, acc, u_total)
         state = rule.step(state, u)
         played = _probabilities(xp, state)
-        return played, top
+        return played, top, None
 
     return step, lambda: state
 
@@ -324,13 +328,15 @@ def _host_player(
     x, q_v, spare, total_v, u_total_v = held
     count = state.count
 
-    def step_on_host(u: Any, w: float, acc: Any) -> tuple[Any, Any]:
+    def step_on_host(u: Any, w: float, acc: Any) -> tuple[Any, Any, Any]:
         nonlocal x, spare, x_t, spare_t, count
-        top = in_place.fused(views(u), x, q_v, spare, count, w, total_v, views(acc), u_total_v)
+        top, now = in_place.fused(
+            views(u), x, q_v, spare, count, w, total_v, views(acc), u_total_v
+        )
         x, spare = spare, x
         x_t, spare_t = spare_t, x_t
         count += 1
-        return x_t, top
+        return x_t, top, now
 
     return step_on_host, lambda: state._replace(strategy=x_t, cum_regret=q_t, count=count)
 

@@ -488,16 +488,17 @@ def _regret_matching_into(
     def fused(
         u: np.ndarray, x: np.ndarray, q: np.ndarray, out: np.ndarray, count: int,
         w: float, total: np.ndarray, acc: np.ndarray, u_total: np.ndarray,
-    ) -> float:
+    ) -> tuple[float, float]:
         """``step_into`` plus ``_fused.accumulate(w, x, total, acc, u_total)`` in one C call
-        (play's hot path; only when the C kernels are built and take the arrays)."""
-        top = _fused.KERNELS.step(
+        (play's hot path; only when the C kernels are built and take the arrays). Returns
+        ``(max(u_total), max(acc))``: the average's gap term and the iterate's."""
+        tops = _fused.KERNELS.step(
             u, x, q, out, 1.0 if discount is None else discount(count), predictive,
             w, total, acc, u_total,
         )
-        if top != top:  # nan: u was not finite
+        if tops[0] != tops[0]:  # nan: u was not finite
             raise _non_finite(u)
-        return top
+        return tops
 
     step_into.fused = fused
     return step_into

@@ -178,14 +178,15 @@ def test_the_fused_step_is_regret_matching_then_accumulate(dtype):
     x = rng.dirichlet(np.ones(50)).astype(dtype)
     q, xs, us = (rng.random(50).astype(dtype) for _ in range(3))
     q1, xs1, us1, out1 = q.copy(), xs.copy(), us.copy(), np.empty_like(x)
-    top = KERNELS.step(u, x, q1, out1, 0.75, True, 9.0, xs1, acc, us1)
+    top, now = KERNELS.step(u, x, q1, out1, 0.75, True, 9.0, xs1, acc, us1)
     q2, xs2, us2, out2 = q.copy(), xs.copy(), us.copy(), np.empty_like(x)
     assert KERNELS.regret_matching(u, x, q2, out2, 0.75, True) == 0
     assert top == KERNELS.accumulate(9.0, x, xs2, acc, us2)
+    assert now == np.max(acc)  # the iterate's gap term: max(acc), exactly
     for a, b in ((q1, q2), (out1, out2), (xs1, xs2), (us1, us2)):
         np.testing.assert_array_equal(a, b)
     u[3] = np.inf
-    assert np.isnan(KERNELS.step(u, x, q1, out1, 1.0, False, 1.0, xs1, acc, us1))
+    assert all(np.isnan(KERNELS.step(u, x, q1, out1, 1.0, False, 1.0, xs1, acc, us1)))
     np.testing.assert_array_equal(xs1, xs2)  # nothing accumulated
 
 
