@@ -4,8 +4,9 @@ A step of a big game is two matrix-vector products plus about 25 numpy calls on 
 (regret matching+ for both players, four running sums, two maxima for the gap). The calls cost a
 Python dispatch each, on data the products just pushed out of the caches: at 1000 x 1000 on a
 2-core AMD EPYC they added a third (float64) to two thirds (float32) to the products' time. The
-C extension does a player's share in one call (``play`` uses ``step``; ``rule.step`` uses
-``regret_matching``; batched games and other rules use ``accumulate`` for the sums). It is built
+C extension does a player's share in one call (``play`` uses ``step`` for the regret-matching
+rules and ``hedge_step`` for Hedge; their ``rule.step`` uses ``regret_matching`` and ``hedge``;
+batched games and other rules use ``accumulate`` for the sums). It is built
 by ``pip install`` when a C compiler is present; without one, everything runs in numpy, with the
 same arithmetic in the running sums (``accumulate``) and a different summation order inside
 regret matching, so a run with and a run without the extension agree to rounding, not bit for

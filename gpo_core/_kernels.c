@@ -31,6 +31,10 @@
  *     z_out and the strategy p_out from base (the logits, or the prior with ftrl) in one exp
  *     pass. Returns 0, or 1 if some row of u is not finite.
  *
+ * hedge_step(u, base, cum, z_out, p_out, cum_out, eta, ftrl, w, x, x_sum, acc, acc_sum)
+ *     -> (float, float): hedge, then accumulate(w, x, x_sum, acc, acc_sum), in one call (play's
+ *     Hedge step for one player), returning as step does.
+ *
  * step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> (float, float)
  *     Both in one call (play's hot path for one player): returns (max(acc_sum), max(acc)) over
  *     the whole buffer, or (nan, nan) when u is not finite (then nothing is accumulated).
@@ -102,6 +106,20 @@ static int one_shape(Py_buffer *views, int count) {
         }
     }
     return 1;
+}
+
+/* take() and one_shape() for arrays of one shape whose last axis holds the actions: sets the
+ * number of actions n, of entries size and of rows (games); returns the kind, or -1 with an
+ * exception set and nothing held. */
+static int take_rows(PyObject *const *objs, const int *writable, int count, Py_buffer *views,
+                     Py_ssize_t *n, Py_ssize_t *size, Py_ssize_t *rows) {
+    int kind = take(objs, writable, count, views);
+    if (kind < 0) return -1;
+    if (!one_shape(views, count)) return -1;
+    *n = views[0].shape[views[0].ndim - 1];
+    *size = views[0].len / views[0].itemsize;
+    *rows = *n > 0 ? *size / *n : 0;
+    return kind;
 }
 
 /* Written as branch-free loops (fabs and selects, not ifs on signs: a branch on the sign of
@@ -274,6 +292,18 @@ static PyObject *accumulate(PyObject *self, PyObject *const *args, Py_ssize_t na
     return PyFloat_FromDouble(top);
 }
 
+/* The scalars of play's fused calls: a float parameter, a flag and the average's weight w. */
+static int parse_step_scalars(PyObject *a, PyObject *flag, PyObject *weight, double *value,
+                              int *on, double *w) {
+    *value = PyFloat_AsDouble(a);
+    if (*value == -1.0 && PyErr_Occurred()) return -1;
+    *on = PyObject_IsTrue(flag);
+    if (*on < 0) return -1;
+    *w = PyFloat_AsDouble(weight);
+    if (*w == -1.0 && PyErr_Occurred()) return -1;
+    return 0;
+}
+
 /* step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> (float, float):
  * regret_matching on (u, x, q, out), then accumulate(w, x, x_sum, acc, acc_sum), in one call:
  * play's step for one player, with x the strategy just played (still in the cache). Returns
@@ -284,21 +314,15 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
                         "step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum)");
         return NULL;
     }
-    double discount = PyFloat_AsDouble(args[4]);
-    if (discount == -1.0 && PyErr_Occurred()) return NULL;
-    int predictive = PyObject_IsTrue(args[5]);
-    if (predictive < 0) return NULL;
-    double w = PyFloat_AsDouble(args[6]);
-    if (w == -1.0 && PyErr_Occurred()) return NULL;
+    double discount, w;
+    int predictive;
+    if (parse_step_scalars(args[4], args[5], args[6], &discount, &predictive, &w) < 0) return NULL;
     PyObject *objs[7] = {args[0], args[1], args[2], args[3], args[7], args[8], args[9]};
     Py_buffer v[7];
     static const int writable[7] = {0, 0, 1, 1, 1, 0, 1};
-    int kind = take(objs, writable, 7, v);
+    Py_ssize_t n, size, rows;
+    int kind = take_rows(objs, writable, 7, v, &n, &size, &rows);
     if (kind < 0) return NULL;
-    if (!one_shape(v, 7)) return NULL;
-    Py_ssize_t n = v[0].shape[v[0].ndim - 1];
-    Py_ssize_t size = v[0].len / v[0].itemsize;
-    Py_ssize_t rows = n > 0 ? size / n : 0;
     double top = NAN, acc_top = NAN;
     if (kind == 8) {
         if (!regret_matching_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n, discount,
@@ -320,7 +344,13 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
  * log_softmax and softmax take two; the same roundings as numpy in every elementwise operation
  * (sum(e) in double with four partial sums). Returns 1 if some u is not finite (arrays partly
  * written), else 0. */
-#define DEFINE_HEDGE(NAME, T, EXP, LOG)                                                        \
+/* exp(a) for a <= 0, with 0 returned directly where exp rounds to 0 anyway (below ln of half
+ * the smallest subnormal: -745.13 in double, -103.97 in float): libm's underflow path costs
+ * several times a normal exp, and a concentrated Hedge strategy has many such entries. */
+static inline double exp0_d(double a) { return a < -745.2 ? 0.0 : exp(a); }
+static inline float exp0_f(float a) { return a < -104.0f ? 0.0f : expf(a); }
+
+#define DEFINE_HEDGE(NAME, T, EXP0, LOG)                                                        \
     static int NAME(const T *restrict u, const T *restrict base, const T *restrict cum,       \
                     T *restrict z, T *restrict p, T *restrict cum_out, Py_ssize_t rows,       \
                     Py_ssize_t n, double eta_d, int ftrl) {                                   \
@@ -342,13 +372,13 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
             double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;                                     \
             Py_ssize_t i = 0;                                                                  \
             for (; i + 4 <= n; i += 4) {                                                       \
-                T e0 = EXP(z[i] - top), e1 = EXP(z[i + 1] - top);                              \
-                T e2 = EXP(z[i + 2] - top), e3 = EXP(z[i + 3] - top);                          \
+                T e0 = EXP0(z[i] - top), e1 = EXP0(z[i + 1] - top);                            \
+                T e2 = EXP0(z[i + 2] - top), e3 = EXP0(z[i + 3] - top);                        \
                 p[i] = e0, p[i + 1] = e1, p[i + 2] = e2, p[i + 3] = e3;                        \
                 s0 += (double)e0, s1 += (double)e1, s2 += (double)e2, s3 += (double)e3;        \
             }                                                                                  \
             for (; i < n; i++) {                                                               \
-                T e = EXP(z[i] - top);                                                         \
+                T e = EXP0(z[i] - top);                                                        \
                 p[i] = e;                                                                      \
                 s0 += (double)e;                                                               \
             }                                                                                  \
@@ -362,8 +392,8 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         return 0;                                                                              \
     }
 
-DEFINE_HEDGE(hedge_d, double, exp, log)
-DEFINE_HEDGE(hedge_f, float, expf, logf)
+DEFINE_HEDGE(hedge_d, double, exp0_d, log)
+DEFINE_HEDGE(hedge_f, float, exp0_f, logf)
 
 static PyObject *hedge(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 8) {
@@ -392,7 +422,46 @@ static PyObject *hedge(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     return PyLong_FromLong(status);
 }
 
+/* hedge_step(u, base, cum, z_out, p_out, cum_out, eta, ftrl, w, x, x_sum, acc, acc_sum)
+ * -> (float, float): hedge on (u, base, cum, z_out, p_out, cum_out), then accumulate(w, x,
+ * x_sum, acc, acc_sum) with x the strategy just played: play's Hedge step for one player in one
+ * call. Returns (max(acc_sum), max(acc)), or (nan, nan) (nothing accumulated) when u is not
+ * finite. */
+static PyObject *hedge_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "hedge_step(u, base, cum, z_out, p_out, cum_out, eta, "
+                                         "ftrl, w, x, x_sum, acc, acc_sum)");
+        return NULL;
+    }
+    double eta, w;
+    int ftrl;
+    if (parse_step_scalars(args[6], args[7], args[8], &eta, &ftrl, &w) < 0) return NULL;
+    PyObject *objs[10] = {args[0], args[1], args[2], args[3], args[4],
+                          args[5], args[9], args[10], args[11], args[12]};
+    Py_buffer v[10];
+    static const int writable[10] = {0, 0, 0, 1, 1, 1, 0, 1, 0, 1};
+    Py_ssize_t n, size, rows;
+    int kind = take_rows(objs, writable, 10, v, &n, &size, &rows);
+    if (kind < 0) return NULL;
+    double top = NAN, acc_top = NAN;
+    if (kind == 8) {
+        if (!hedge_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, rows, n, eta,
+                     ftrl))
+            top = accumulate_d(w, v[6].buf, v[7].buf, size, v[8].buf, v[9].buf, size, &acc_top);
+    } else {
+        if (!hedge_f(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, rows, n, eta,
+                     ftrl))
+            top = accumulate_f((float)w, v[6].buf, v[7].buf, size, v[8].buf, v[9].buf, size,
+                               &acc_top);
+    }
+    release(v, 10);
+    return Py_BuildValue("(dd)", top, acc_top);
+}
+
 static PyMethodDef methods[] = {
+    {"hedge_step", (PyCFunction)(void (*)(void))hedge_step, METH_FASTCALL,
+     "hedge_step(u, base, cum, z_out, p_out, cum_out, eta, ftrl, w, x, x_sum, acc, acc_sum) "
+     "-> (max(acc_sum), max(acc))"},
     {"hedge", (PyCFunction)(void (*)(void))hedge, METH_FASTCALL,
      "hedge(u, base, cum, z_out, p_out, cum_out, eta, ftrl) -> 0, or 1 for non-finite u"},
     {"regret_matching", (PyCFunction)(void (*)(void))regret_matching, METH_FASTCALL,

@@ -38,7 +38,7 @@ import numpy as np
 from gpo_core import _fused, _xp
 from gpo_core._validate import check_positive, check_positive_int, check_strategy, short
 from gpo_core.games import MatrixGame, col_utilities, row_utilities
-from gpo_core.rules import UpdateRule, _is_vector
+from gpo_core.rules import HedgeState, UpdateRule, _is_vector, _non_finite
 from gpo_core.simplex import _safe_log, _softmax
 
 __all__ = ["Profile", "Trajectory", "play"]
@@ -248,7 +248,8 @@ def _player(
     and returns ``(the strategy it plays next, max(u_total), max(acc))``, the maxima as floats
     from the C kernel or ``None``; ``final()`` is the rule state after the last step.
 
-    On one numpy game a rule that offers an in-place step (RM+, PRM+, DRM+:
+    Hedge on one game runs its C step and both sums in one call (:func:`_hedge_player`). On
+    one numpy game a rule that offers an in-place step (RM+, PRM+, DRM+:
     ``rule.step.in_place``) runs it on buffers owned here, bit-identical to ``rule.step``, and
     with gpo_core's C kernels built the step and both sums are one C call that also returns the
     max: after each matrix-vector product of a big game every call runs with cold caches, and
@@ -284,6 +285,12 @@ def _player(
             return x, top, now
 
         return step_in_place, lambda: state._replace(strategy=x, cum_regret=q, count=count)
+
+    hedge = getattr(rule.step, "hedge", None)
+    if hedge is not None and (xp is np or views is not None) and payoff.ndim == 2:
+        on_kernel = _hedge_player(xp, hedge, state, payoff, total, u_total, views)
+        if on_kernel is not None:
+            return on_kernel
 
     if in_place is not None and views is not None and payoff.ndim == 2:
         on_host = _host_player(xp, in_place, state, payoff, total, u_total, views)
@@ -339,6 +346,54 @@ def _host_player(
         return x_t, top, now
 
     return step_on_host, lambda: state._replace(strategy=x_t, cum_regret=q_t, count=count)
+
+
+def _hedge_player(
+    xp: Any, hedge: Any, state: Any, payoff: Any, total: Any, u_total: Any,
+    views: _fused.HostViews | None,
+) -> tuple[Any, Any] | None:
+    """:func:`_player` for Hedge on one game (numpy, or another library's on the CPU through
+    host views) with the C kernels: the rule's own C step (``rule.step.hedge``: the step size
+    of each update and whether it is the dual-averaging form) and both running sums in one call,
+    on buffers owned here, bit-identical to ``rule.step``. ``None`` where it does not apply."""
+    if _fused.KERNELS is None or not isinstance(state, HedgeState):
+        return None
+    eta_after, ftrl = hedge
+    if state.logits.ndim != 1 or state.logits.shape != total.shape:
+        return None
+    arrays = (state.logits, state.prior, state.cum_utility, state.strategy)
+    if any(a.shape != total.shape or a.dtype != payoff.dtype for a in arrays):
+        return None
+    # two of each: a step reads one and writes the other
+    z, p, cum = (_xp.copy(xp, a) for a in (state.logits, state.strategy, state.cum_utility))
+    z2, p2, cum2 = (_xp.copy(xp, a) for a in (z, p, cum))
+    held = [z, p, cum, z2, p2, cum2, state.prior, total, u_total]
+    see = (lambda a: a) if xp is np else views  # the kernel's view of a step's utilities
+    if xp is not np:
+        held = [_fused.host_view(a) for a in held]
+        if any(v is None for v in held):
+            return None
+    if not _fused.kernel_arrays(*held):
+        return None
+    zv, pv, cv, z2v, p2v, c2v, prior_v, total_v, u_total_v = held
+    count = state.count
+    kernel = _fused.KERNELS.hedge_step
+
+    def step_hedge(u: Any, w: float, acc: Any) -> tuple[Any, Any, Any]:
+        nonlocal z, p, cum, z2, p2, cum2, zv, pv, cv, z2v, p2v, c2v, count
+        uv = see(u)
+        top, now = kernel(
+            uv, prior_v if ftrl else zv, cv, z2v, p2v, c2v, eta_after(count), ftrl,
+            w, pv, total_v, see(acc), u_total_v,
+        )
+        if top != top:  # nan: u was not finite
+            raise _non_finite(uv)
+        z, z2, p, p2, cum, cum2 = z2, z, p2, p, cum2, cum
+        zv, z2v, pv, p2v, cv, c2v = z2v, zv, p2v, pv, c2v, cv
+        count += 1
+        return p, top, now
+
+    return step_hedge, lambda: HedgeState(z, state.prior, cum, count, p)
 
 
 def _col_product(xp: Any, payoff: Any) -> Any:

@@ -96,6 +96,9 @@ class HedgeState(NamedTuple):
     prior: np.ndarray  # (..., n) initial logits (dual-averaging anchor)
     cum_utility: np.ndarray  # (..., n) sum of utilities seen so far
     count: int  # updates made so far
+    # (..., n) the probabilities played now: softmax(logits), to rounding (the C kernel computes
+    # both from one exp pass); play reads it instead of taking the softmax again
+    strategy: np.ndarray
 
 
 class MMDState(NamedTuple):
@@ -255,6 +258,12 @@ def hedge(eta: float | Schedule = 0.1) -> UpdateRule:
             :func:`gpo_core.inverse_sqrt`. A constant step runs the KL-proximal form exactly; a
             varying one runs the dual-averaging (FTRL) form, which keeps the anytime bound.
 
+    The state keeps the strategy played (``strategy``) beside the logits. With gpo_core's C
+    kernels a numpy step is one C call with one ``exp`` pass: the new logits as numpy's
+    log-softmax computes them and the strategy as ``e / sum(e)``, ``e = exp(z - max z)``, equal
+    to ``softmax(logits)`` to rounding (the sums accumulate in double); without them, or for
+    other arrays, it is numpy's (or the array library's) log-softmax and softmax.
+
     Examples:
         >>> rule = hedge(eta=np.log(2.0))
         >>> state = rule.step(rule.init(np.zeros(2)), np.array([1.0, 0.0]))
@@ -266,17 +275,33 @@ def hedge(eta: float | Schedule = 0.1) -> UpdateRule:
 
     def init(logits: Any) -> HedgeState:
         xp, z = _init_logits(logits)
-        return HedgeState(z, z, xp.zeros_like(z), 0)
+        return HedgeState(z, z, xp.zeros_like(z), 0, _softmax(xp, z))
+
+    def eta_after(count: int) -> float:
+        """The step size of the update made from a state with ``count`` updates."""
+        return schedule.eta if fixed else float(schedule(count + 2))
 
     def step(state: HedgeState, utilities: Any) -> HedgeState:
-        xp, u = _check_utilities(state.logits, utilities)
         count = state.count + 1
+        base = state.logits if fixed else state.prior
+        if _fused.KERNELS is not None and _fused.kernel_arrays(
+            utilities, base, state.cum_utility
+        ):  # numpy, one dtype and shape: the step in one C call (any batch shape)
+            z, p, cum = np.empty_like(base), np.empty_like(base), np.empty_like(base)
+            eta = eta_after(state.count)
+            if _fused.KERNELS.hedge(utilities, base, state.cum_utility, z, p, cum, eta, not fixed):
+                raise _non_finite(utilities)
+            return HedgeState(z, state.prior, cum, count, p)
+        xp, u = _check_utilities(state.logits, utilities)
         cum = state.cum_utility + u
         if fixed:
             z = _mirror_step(state.logits, u, schedule.eta, xp=xp)
         else:
-            z = _log_softmax(xp, state.prior + float(schedule(count + 1)) * cum)
-        return HedgeState(z, state.prior, cum, count)
+            z = _log_softmax(xp, state.prior + eta_after(state.count) * cum)
+        return HedgeState(z, state.prior, cum, count, _softmax(xp, z))
+
+    # what play runs on one game with its own buffers (the same C call and arithmetic)
+    step.hedge = (eta_after, not fixed)
 
     return UpdateRule(init, step, f"hedge(eta={_label(schedule)})")
 

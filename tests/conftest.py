@@ -69,3 +69,32 @@ def _strict_numpy():
     """Overflow, division by zero and invalid operations are errors; underflow to 0 is fine."""
     with np.errstate(divide="raise", over="raise", invalid="raise", under="ignore"):
         yield
+
+
+class _CountingKernels:
+    """gpo_core's C kernels, counting the calls of each function (``calls``: name -> count)."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, {}
+
+    def __getattr__(self, name):
+        fn = getattr(self.real, name)
+
+        def counted(*args):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return fn(*args)
+
+        return counted
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """gpo_core's C kernels behind a call counter (skipped where they are not built): a test
+    shows that a fast path is taken, not only that its answer is right."""
+    import gpo_core._fused
+
+    if gpo_core._fused.KERNELS is None:
+        pytest.skip("gpo_core._kernels is not built (no C compiler at install)")
+    spy = _CountingKernels(gpo_core._fused.KERNELS)
+    monkeypatch.setattr(gpo_core._fused, "KERNELS", spy)
+    return spy.calls

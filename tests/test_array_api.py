@@ -102,46 +102,24 @@ def test_torch_float64_play_matches_numpy(rule, alternating, kernels):
             assert _diff(v_out, v_ref) <= 1e-10
 
 
-class _CountingKernels:
-    """gpo_core's C kernels, counting the calls of each function."""
-
-    def __init__(self, real):
-        self.real, self.calls = real, {}
-
-    def __getattr__(self, name):
-        fn = getattr(self.real, name)
-
-        def counted(*args):
-            self.calls[name] = self.calls.get(name, 0) + 1
-            return fn(*args)
-
-        return counted
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("rule", ["rm+", "prm+", "drm+"])
-def test_cpu_tensor_game_steps_in_the_c_kernel_and_stops_where_numpy_does(rule, dtype, monkeypatch):
+def test_cpu_tensor_game_steps_in_the_c_kernel_and_stops_where_numpy_does(rule, dtype, kernel_calls):
     """The fast path is taken (one C call per player step, none of torch's per-entry operations)
     and gives numpy's answer: the same iterates, the same recorded gaps, the same stopping step
     (float64; float32 to its rounding, over a fixed number of steps)."""
-    from gpo_core import _fused
-
-    if _fused.KERNELS is None:
-        pytest.skip("gpo_core._kernels is not built (no C compiler at install)")
-    spy = _CountingKernels(_fused.KERNELS)
-    monkeypatch.setattr(_fused, "KERNELS", spy)
     a = _payoff(seed=11, shape=(7, 9))
     a = a.astype(np.float32) if dtype == torch.float32 else a
     kwargs = dict(steps=2000, alternating=True, averaging="quadratic", record_every=3)
     if dtype == torch.float64:  # (float32's products round differently in torch and numpy,
         kwargs["tol"] = 1e-4  # enough to move a stop whose gap lands within 1e-9 of tol)
     ref = gc.play(gc.MatrixGame(a), RULES[rule](), **kwargs)
-    numpy_calls = spy.calls.pop("step")
+    numpy_calls = kernel_calls.pop("step")
     out = gc.play(gc.MatrixGame(torch.tensor(a)), RULES[rule](), **kwargs)
     if dtype == torch.float64:
         assert 10 < ref.num_steps < 2000  # tol stopped the run
     assert out.num_steps == ref.num_steps
-    assert spy.calls.get("step") == numpy_calls == 2 * ref.num_steps
+    assert kernel_calls.get("step") == numpy_calls == 2 * ref.num_steps
     np.testing.assert_array_equal(out.steps, ref.steps)
     tol = 1e-10 if dtype == torch.float64 else _f32_tol(ref.num_steps)
     for name, value in _fields(out).items():
@@ -156,6 +134,23 @@ def test_cpu_tensor_game_steps_in_the_c_kernel_and_stops_where_numpy_does(rule, 
     before = out.last.row.clone(), out.row_state.strategy.clone()
     gc.play(gc.MatrixGame(torch.tensor(a)), RULES[rule](), **kwargs)
     assert torch.equal(out.last.row, before[0]) and torch.equal(out.row_state.strategy, before[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("rule", ["hedge", "hedge_schedule"])
+def test_cpu_tensor_game_runs_hedge_in_the_c_kernel(rule, dtype, kernel_calls):
+    a = _payoff(seed=12, shape=(6, 8))
+    a = a.astype(np.float32) if dtype == torch.float32 else a
+    kwargs = dict(steps=300, alternating=False, averaging="uniform", record_every=10)
+    ref = gc.play(gc.MatrixGame(a), RULES[rule](), **kwargs)
+    out = gc.play(gc.MatrixGame(torch.tensor(a)), RULES[rule](), **kwargs)
+    assert kernel_calls == {"hedge_step": 2 * 2 * 300}  # numpy's run, then torch's
+    tol = 1e-10 if dtype == torch.float64 else _f32_tol(300)
+    for name, value in _fields(out).items():
+        assert isinstance(value, torch.Tensor) and value.dtype == dtype, name
+        scale = np.maximum(1.0, np.abs(_np(_fields(ref)[name]))) if "logits" in name else 1.0
+        assert float(np.max(np.abs(_np(value) - _np(_fields(ref)[name])) / scale)) <= tol, name
+    assert isinstance(out.row_state.strategy, torch.Tensor) and out.row_state.count == 300
 
 
 @pytest.mark.parametrize("averaging", ["uniform", "quadratic"])

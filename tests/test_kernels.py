@@ -201,3 +201,74 @@ def test_plays_player_raises_the_rules_error_for_non_finite_utilities(bad, kerne
     step, _ = _player(np, rule, state, np.zeros((3, 3)), x, np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match="utilities must be finite"):
         step(np.array([0.0, bad, 1.0]), 1.0, np.zeros(3))
+
+
+def _numpy_hedge(u, base, cum, eta, ftrl):
+    """Hedge's step in numpy (the path without the C kernels): logits, strategy, cum."""
+    from gpo_core.simplex import _log_softmax, _softmax
+
+    cum = cum + u
+    z = _log_softmax(np, base + eta * (cum if ftrl else u))
+    return z, _softmax(np, z), cum
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("ftrl", [False, True])
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 1000])
+def test_the_c_hedge_step_equals_the_numpy_step_to_rounding(dtype, ftrl, n):
+    """One exp pass in C (strategy e / sum e) against numpy's log_softmax, then softmax; spread
+    logits reach exp's underflow (entries 200-1500 below the top), which C returns as 0 directly
+    and numpy by way of libm: the strategies there are 0 in both."""
+    rng = np.random.default_rng(n)
+    eps = float(np.finfo(dtype).eps)
+    for spread in (1.0, 200.0, 1500.0):
+        u = rng.uniform(-3, 3, n).astype(dtype)
+        base = (-spread * rng.random(n)).astype(dtype)
+        cum = rng.normal(size=n).astype(dtype)
+        z, p, c = np.empty_like(u), np.empty_like(u), np.empty_like(u)
+        assert KERNELS.hedge(u, base, cum, z, p, c, 0.3, ftrl) == 0
+        z_ref, p_ref, c_ref = _numpy_hedge(u, base, cum, dtype(0.3), ftrl)
+        np.testing.assert_array_equal(c, c_ref)  # one rounding, the same
+        assert z.dtype == p.dtype == dtype
+        # |z| up to ~1500: the shift log(sum e) + top rounds relative to the top entry
+        np.testing.assert_allclose(z, z_ref, rtol=0, atol=8 * eps * max(1.0, np.abs(z_ref).max()))
+        np.testing.assert_allclose(p, p_ref, rtol=16 * eps, atol=16 * eps)
+        np.testing.assert_array_equal(p == 0, p_ref == 0)
+        assert abs(float(np.sum(p, dtype=np.float64)) - 1.0) <= n * eps
+
+
+@needs_c
+def test_the_c_hedge_step_reports_non_finite_utilities_and_hedge_step_is_hedge_then_sums():
+    rng = np.random.default_rng(2)
+    u, base, cum, x, acc = (rng.normal(size=(2, 9)) for _ in range(5))
+    outs1 = [np.empty_like(u) for _ in range(3)]
+    xs1, us1 = rng.random((2, 9)), rng.random((2, 9))
+    xs2, us2 = xs1.copy(), us1.copy()
+    top, now = KERNELS.hedge_step(u, base, cum, *outs1, 0.5, True, 3.0, x, xs1, acc, us1)
+    outs2 = [np.empty_like(u) for _ in range(3)]
+    assert KERNELS.hedge(u, base, cum, *outs2, 0.5, True) == 0
+    assert top == KERNELS.accumulate(3.0, x, xs2, acc, us2) and now == np.max(acc)
+    for a, b in zip([*outs1, xs1, us1], [*outs2, xs2, us2]):
+        np.testing.assert_array_equal(a, b)
+    for bad in (np.inf, -np.inf, np.nan):
+        v = u.copy()
+        v[1, 4] = bad
+        assert KERNELS.hedge(v, base, cum, *outs2, 0.5, False) == 1
+        assert all(np.isnan(KERNELS.hedge_step(v, base, cum, *outs1, 0.5, False, 1.0, x, xs1,
+                                               acc, us1)))
+        np.testing.assert_array_equal(xs1, xs2)  # nothing accumulated
+
+
+@needs_c
+@pytest.mark.parametrize("make", [lambda: gc.hedge(0.2), lambda: gc.hedge(gc.inverse_sqrt(1.0))],
+                         ids=["constant", "schedule"])
+def test_play_runs_hedge_in_one_c_call_per_player_step(make, kernel_calls, monkeypatch):
+    game = gc.MatrixGame.random(30, 20, seed=1)
+    fast = gc.play(game, make(), steps=50, alternating=True)
+    assert kernel_calls == {"hedge_step": 100}
+    monkeypatch.setattr(fused, "KERNELS", None)  # numpy's log_softmax and softmax
+    slow = gc.play(game, make(), steps=50, alternating=True)
+    for a, b in ((fast.average.row, slow.average.row), (fast.last.col, slow.last.col),
+                 (fast.row_state.logits, slow.row_state.logits), (fast.nash_gap, slow.nash_gap)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
