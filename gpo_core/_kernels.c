@@ -35,9 +35,11 @@
  *     -> (float, float): hedge, then accumulate(w, x, x_sum, acc, acc_sum), in one call (play's
  *     Hedge step for one player), returning as step does.
  *
- * step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> (float, float)
+ * step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum[, tops, nows]) -> (float, float)
  *     Both in one call (play's hot path for one player): returns (max(acc_sum), max(acc)) over
- *     the whole buffer, or (nan, nan) when u is not finite (then nothing is accumulated).
+ *     the whole buffer, or (nan, nan) when u is not finite (then nothing is accumulated). With
+ *     tops and nows (one entry per row: a batch of games) it writes each row's maxima there
+ *     instead and returns (0.0, 0.0), or (nan, nan).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -308,10 +310,53 @@ static int parse_step_scalars(PyObject *a, PyObject *flag, PyObject *weight, dou
  * regret_matching on (u, x, q, out), then accumulate(w, x, x_sum, acc, acc_sum), in one call:
  * play's step for one player, with x the strategy just played (still in the cache). Returns
  * (max(acc_sum), max(acc)), or (nan, nan) (and nothing accumulated) when u is not finite. */
+/* accumulate for a batch of rows of n actions: xs += w * x and us += w * u, and each row's
+ * max(us) and max(u) into tops and nows, in one pass over u and us. */
+#define DEFINE_ACCUMULATE_ROWS(NAME, T)                                                        \
+    static void NAME(T w, const T *restrict x, T *restrict xs, const T *restrict u,            \
+                     T *restrict us, Py_ssize_t rows, Py_ssize_t n, T *restrict tops,          \
+                     T *restrict nows) {                                                       \
+        for (Py_ssize_t i = 0; i < rows * n; i++) {                                            \
+            T t = w * x[i];                                                                    \
+            xs[i] = xs[i] + t;                                                                 \
+        }                                                                                      \
+        for (Py_ssize_t b = 0; b < rows; b++, us += n, u += n) {                               \
+            T m = -(T)INFINITY, a = -(T)INFINITY;                                              \
+            for (Py_ssize_t i = 0; i < n; i++) {                                               \
+                T t = w * u[i];                                                                \
+                T s = us[i] + t;                                                               \
+                us[i] = s;                                                                     \
+                m = s > m ? s : m;                                                             \
+                a = u[i] > a ? u[i] : a;                                                       \
+            }                                                                                  \
+            tops[b] = m;                                                                       \
+            nows[b] = a;                                                                       \
+        }                                                                                      \
+    }
+
+DEFINE_ACCUMULATE_ROWS(accumulate_rows_d, double)
+DEFINE_ACCUMULATE_ROWS(accumulate_rows_f, float)
+
+/* The optional per-game maxima outputs of step: two writable buffers of the kind of the others
+ * with one entry per row; 0, or -1 with an exception set and nothing held. */
+static int take_row_outputs(PyObject *const *objs, int kind, Py_ssize_t rows, Py_buffer *views) {
+    static const int writable[2] = {1, 1};
+    int got = take(objs, writable, 2, views);
+    if (got < 0) return -1;
+    if (got != kind || views[0].len / views[0].itemsize != rows ||
+        views[1].len / views[1].itemsize != rows) {
+        release(views, 2);
+        PyErr_SetString(PyExc_ValueError,
+                        "gpo_core._kernels: tops and nows need one entry per game, in the dtype");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError,
-                        "step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum)");
+    if (nargs != 10 && nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "step(u, x, q, out, discount, predictive, w, x_sum, "
+                                         "acc, acc_sum[, tops, nows])");
         return NULL;
     }
     double discount, w;
@@ -323,20 +368,48 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t n, size, rows;
     int kind = take_rows(objs, writable, 7, v, &n, &size, &rows);
     if (kind < 0) return NULL;
-    double top = NAN, acc_top = NAN;
+    Py_buffer r[2];
+    int per_row = nargs == 12;
+    if (per_row && take_row_outputs(args + 10, kind, rows, r) < 0) {
+        release(v, 7);
+        return NULL;
+    }
+    double top = NAN, acc_top = NAN; /* with per-row outputs: 0.0 once stepped */
     if (kind == 8) {
         if (!regret_matching_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n, discount,
-                               predictive))
-            top = accumulate_d(w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size, &acc_top);
+                               predictive)) {
+            if (per_row) {
+                accumulate_rows_d(w, v[1].buf, v[4].buf, v[5].buf, v[6].buf, rows, n, r[0].buf,
+                                  r[1].buf);
+                top = acc_top = 0.0;
+            } else {
+                top = accumulate_d(w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size,
+                                   &acc_top);
+            }
+        }
     } else {
         if (!regret_matching_f(v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n, discount,
-                               predictive))
-            top = accumulate_f((float)w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size,
-                               &acc_top);
+                               predictive)) {
+            if (per_row) {
+                accumulate_rows_f((float)w, v[1].buf, v[4].buf, v[5].buf, v[6].buf, rows, n,
+                                  r[0].buf, r[1].buf);
+                top = acc_top = 0.0;
+            } else {
+                top = accumulate_f((float)w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size,
+                                   &acc_top);
+            }
+        }
     }
     release(v, 7);
+    if (per_row) release(r, 2);
     return Py_BuildValue("(dd)", top, acc_top);
 }
+
+/* exp(a) for a <= 0, with 0 returned directly where exp rounds to 0 anyway (below ln of half
+ * the smallest subnormal: -745.13 in double, -103.97 in float): libm's underflow path costs
+ * several times a normal exp, and a concentrated Hedge strategy has many such entries. */
+static inline double exp0_d(double a) { return a < -745.2 ? 0.0 : exp(a); }
+static inline float exp0_f(float a) { return a < -104.0f ? 0.0f : expf(a); }
 
 /* Hedge's step on each row: cum' = cum + u; zn = base + eta * (ftrl ? cum' : u) (the KL-proximal
  * form from the current logits, or dual averaging from the prior); with top = max(zn) and
@@ -344,12 +417,6 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
  * log_softmax and softmax take two; the same roundings as numpy in every elementwise operation
  * (sum(e) in double with four partial sums). Returns 1 if some u is not finite (arrays partly
  * written), else 0. */
-/* exp(a) for a <= 0, with 0 returned directly where exp rounds to 0 anyway (below ln of half
- * the smallest subnormal: -745.13 in double, -103.97 in float): libm's underflow path costs
- * several times a normal exp, and a concentrated Hedge strategy has many such entries. */
-static inline double exp0_d(double a) { return a < -745.2 ? 0.0 : exp(a); }
-static inline float exp0_f(float a) { return a < -104.0f ? 0.0f : expf(a); }
-
 #define DEFINE_HEDGE(NAME, T, EXP0, LOG)                                                        \
     static int NAME(const T *restrict u, const T *restrict base, const T *restrict cum,       \
                     T *restrict z, T *restrict p, T *restrict cum_out, Py_ssize_t rows,       \

@@ -204,8 +204,11 @@ def play(
 
         last = t == steps
         if t % record_every == 0 or last or tol is not None:
-            if top_x is not None and top_y is not None:
-                gap = (scalar(top_x) + scalar(top_y)) / weight_sum
+            if top_x is not None and top_y is not None:  # from the C kernels
+                if type(top_x) is np.ndarray:  # a batch: each game's maxima
+                    gap = (top_x + top_y) / weight_sum
+                else:
+                    gap = (scalar(top_x) + scalar(top_y)) / weight_sum
             else:
                 gap = (top(sums[0]) + top(sums[1])) / weight_sum
             if tol is None:
@@ -215,8 +218,10 @@ def play(
             if t % record_every == 0 or last or stop:
                 rec_steps[k] = t
                 rec_gap[k] = gap
-                if now_x is not None and now_y is not None:
-                    rec_last[k] = scalar(now_x) + scalar(now_y)  # max(A y_t) + max(-A^T x_t)
+                if type(now_x) is np.ndarray and type(now_y) is np.ndarray:
+                    rec_last[k] = now_x + now_y  # each game's max(A y_t) + max(-A^T x_t)
+                elif now_x is not None and now_y is not None:
+                    rec_last[k] = scalar(now_x) + scalar(now_y)
                 else:
                     rec_last[k] = top(ux) + top(uy_t)
                 k += 1
@@ -286,6 +291,11 @@ def _player(
 
         return step_in_place, lambda: state._replace(strategy=x, cum_regret=q, count=count)
 
+    if in_place is not None and xp is np and payoff.ndim > 2:
+        on_kernel = _batch_player(in_place, state, payoff, total, u_total)
+        if on_kernel is not None:
+            return on_kernel
+
     hedge = getattr(rule.step, "hedge", None)
     if hedge is not None and (xp is np or views is not None) and payoff.ndim == 2:
         on_kernel = _hedge_player(xp, hedge, state, payoff, total, u_total, views)
@@ -346,6 +356,36 @@ def _host_player(
         return x_t, top, now
 
     return step_on_host, lambda: state._replace(strategy=x_t, cum_regret=q_t, count=count)
+
+
+def _batch_player(
+    in_place: Any, state: Any, payoff: np.ndarray, total: np.ndarray, u_total: np.ndarray
+) -> tuple[Any, Any] | None:
+    """:func:`_player`'s in-place path for a batch of numpy games with the C kernels: each step
+    is one C call for every game, which also writes each game's two maxima (the gaps' terms)
+    into arrays returned in place of the single game's floats; bit-identical to ``rule.step``
+    and to each game played alone. ``None`` where the kernels do not take the arrays."""
+    strategy = getattr(state, "strategy", None)
+    q = getattr(state, "cum_regret", None)
+    if _fused.KERNELS is None or type(strategy) is not np.ndarray or type(q) is not np.ndarray:
+        return None
+    if strategy.shape != total.shape or q.shape != total.shape:
+        return None
+    x, q, spare = strategy.copy(), q.copy(), np.empty_like(strategy)
+    if not _fused.kernel_arrays(x, q, spare, total, u_total):
+        return None
+    tops = np.empty(total.shape[:-1], dtype=total.dtype)  # max(u_total) of each game
+    nows = np.empty_like(tops)  # max(acc) of each game
+    count = state.count
+
+    def step_batch(u: np.ndarray, w: float, acc: np.ndarray) -> tuple[np.ndarray, Any, Any]:
+        nonlocal x, spare, count
+        in_place.fused(u, x, q, spare, count, w, total, acc, u_total, tops, nows)
+        x, spare = spare, x
+        count += 1
+        return x, tops, nows
+
+    return step_batch, lambda: state._replace(strategy=x, cum_regret=q, count=count)
 
 
 def _hedge_player(

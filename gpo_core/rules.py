@@ -512,14 +512,15 @@ def _regret_matching_into(
 
     def fused(
         u: np.ndarray, x: np.ndarray, q: np.ndarray, out: np.ndarray, count: int,
-        w: float, total: np.ndarray, acc: np.ndarray, u_total: np.ndarray,
+        w: float, total: np.ndarray, acc: np.ndarray, u_total: np.ndarray, *per_game: np.ndarray,
     ) -> tuple[float, float]:
         """``step_into`` plus ``_fused.accumulate(w, x, total, acc, u_total)`` in one C call
         (play's hot path; only when the C kernels are built and take the arrays). Returns
-        ``(max(u_total), max(acc))``: the average's gap term and the iterate's."""
+        ``(max(u_total), max(acc))``: the average's gap term and the iterate's; for a batch,
+        ``per_game = (tops, nows)`` receive them game by game."""
         tops = _fused.KERNELS.step(
             u, x, q, out, 1.0 if discount is None else discount(count), predictive,
-            w, total, acc, u_total,
+            w, total, acc, u_total, *per_game,
         )
         if tops[0] != tops[0]:  # nan: u was not finite
             raise _non_finite(u)

@@ -272,3 +272,30 @@ def test_play_runs_hedge_in_one_c_call_per_player_step(make, kernel_calls, monke
     for a, b in ((fast.average.row, slow.average.row), (fast.last.col, slow.last.col),
                  (fast.row_state.logits, slow.row_state.logits), (fast.nash_gap, slow.nash_gap)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_batched_step_writes_each_games_maxima(dtype):
+    """step with per-game outputs: the same arrays as game-by-game calls, and each game's
+    max(acc_sum) and max(acc) in tops and nows; outputs of the wrong size are refused."""
+    rng = np.random.default_rng(5)
+    u, x, q, xs, acc, us = (rng.normal(size=(4, 7)).astype(dtype) for _ in range(6))
+    x = np.abs(x) / np.abs(x).sum(axis=1, keepdims=True)
+    q1, xs1, us1, out1 = q.copy(), xs.copy(), us.copy(), np.empty_like(x)
+    tops, nows = np.empty(4, dtype), np.empty(4, dtype)
+    assert KERNELS.step(u, x, q1, out1, 0.5, False, 2.0, xs1, acc, us1, tops, nows) == (0.0, 0.0)
+    for b in range(4):
+        q2, xs2, us2, out2 = q[b].copy(), xs[b].copy(), us[b].copy(), np.empty_like(x[b])
+        top, now = KERNELS.step(u[b], x[b], q2, out2, 0.5, False, 2.0, xs2, acc[b], us2)
+        assert (tops[b], nows[b]) == (top, now) == (us2.max(), acc[b].max())
+        for a, c in ((q1[b], q2), (out1[b], out2), (xs1[b], xs2), (us1[b], us2)):
+            np.testing.assert_array_equal(a, c)
+    with pytest.raises(ValueError, match="one entry per game"):
+        KERNELS.step(u, x, q1, out1, 0.5, False, 2.0, xs1, acc, us1, tops[:3], nows[:3])
+
+
+def test_batched_play_takes_the_batched_c_step(kernel_calls):
+    games = gc.MatrixGame.random(4, seed=2, batch_shape=(5,))
+    gc.play(games, gc.regret_matching_plus(), steps=30, alternating=True)
+    assert kernel_calls == {"step": 60}
