@@ -31,9 +31,10 @@
  *     z_out and the strategy p_out from base (the logits, or the prior with ftrl) in one exp
  *     pass. Returns 0, or 1 if some row of u is not finite.
  *
- * hedge_step(u, base, cum, z_out, p_out, cum_out, eta, ftrl, w, x, x_sum, acc, acc_sum)
- *     -> (float, float): hedge, then accumulate(w, x, x_sum, acc, acc_sum), in one call (play's
- *     Hedge step for one player), returning as step does.
+ * hedge_step(u, base, cum, z_out, p_out, cum_out, eta, ftrl, w, x, x_sum, acc, acc_sum
+ *            [, tops, nows]) -> (float, float)
+ *     hedge, then accumulate(w, x, x_sum, acc, acc_sum), in one call (play's Hedge step for one
+ *     player), returning (and with tops and nows writing) as step does.
  *
  * step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum[, tops, nows]) -> (float, float)
  *     Both in one call (play's hot path for one player): returns (max(acc_sum), max(acc)) over
@@ -353,6 +354,26 @@ static int take_row_outputs(PyObject *const *objs, int kind, Py_ssize_t rows, Py
     return 0;
 }
 
+/* The running sums of play's fused calls, v = (x, x_sum, acc, acc_sum): for one game returns
+ * max(acc_sum) and stores max(acc) in *acc_top; with per-row outputs r (a batch) writes each
+ * row's maxima into r[0] and r[1] and returns 0.0 (and *acc_top = 0.0). */
+static double sums(int kind, double w, const Py_buffer *v, Py_ssize_t size, Py_ssize_t rows,
+                   Py_ssize_t n, const Py_buffer *r, double *acc_top) {
+    if (r != NULL) {
+        if (kind == 8)
+            accumulate_rows_d(w, v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n, r[0].buf,
+                              r[1].buf);
+        else
+            accumulate_rows_f((float)w, v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n,
+                              r[0].buf, r[1].buf);
+        *acc_top = 0.0;
+        return 0.0;
+    }
+    if (kind == 8)
+        return accumulate_d(w, v[0].buf, v[1].buf, size, v[2].buf, v[3].buf, size, acc_top);
+    return accumulate_f((float)w, v[0].buf, v[1].buf, size, v[2].buf, v[3].buf, size, acc_top);
+}
+
 static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 10 && nargs != 12) {
         PyErr_SetString(PyExc_TypeError, "step(u, x, q, out, discount, predictive, w, x_sum, "
@@ -362,9 +383,10 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     double discount, w;
     int predictive;
     if (parse_step_scalars(args[4], args[5], args[6], &discount, &predictive, &w) < 0) return NULL;
-    PyObject *objs[7] = {args[0], args[1], args[2], args[3], args[7], args[8], args[9]};
+    /* u, q, out, then x, x_sum, acc, acc_sum (the sums' four, in a row) */
+    PyObject *objs[7] = {args[0], args[2], args[3], args[1], args[7], args[8], args[9]};
     Py_buffer v[7];
-    static const int writable[7] = {0, 0, 1, 1, 1, 0, 1};
+    static const int writable[7] = {0, 1, 1, 0, 1, 0, 1};
     Py_ssize_t n, size, rows;
     int kind = take_rows(objs, writable, 7, v, &n, &size, &rows);
     if (kind < 0) return NULL;
@@ -374,32 +396,12 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         release(v, 7);
         return NULL;
     }
-    double top = NAN, acc_top = NAN; /* with per-row outputs: 0.0 once stepped */
-    if (kind == 8) {
-        if (!regret_matching_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n, discount,
-                               predictive)) {
-            if (per_row) {
-                accumulate_rows_d(w, v[1].buf, v[4].buf, v[5].buf, v[6].buf, rows, n, r[0].buf,
-                                  r[1].buf);
-                top = acc_top = 0.0;
-            } else {
-                top = accumulate_d(w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size,
-                                   &acc_top);
-            }
-        }
-    } else {
-        if (!regret_matching_f(v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n, discount,
-                               predictive)) {
-            if (per_row) {
-                accumulate_rows_f((float)w, v[1].buf, v[4].buf, v[5].buf, v[6].buf, rows, n,
-                                  r[0].buf, r[1].buf);
-                top = acc_top = 0.0;
-            } else {
-                top = accumulate_f((float)w, v[1].buf, v[4].buf, size, v[5].buf, v[6].buf, size,
-                                   &acc_top);
-            }
-        }
-    }
+    double top = NAN, acc_top = NAN; /* (0.0, 0.0) with per-row outputs, once stepped */
+    int bad = kind == 8 ? regret_matching_d(v[0].buf, v[3].buf, v[1].buf, v[2].buf, rows, n,
+                                            discount, predictive)
+                        : regret_matching_f(v[0].buf, v[3].buf, v[1].buf, v[2].buf, rows, n,
+                                            discount, predictive);
+    if (!bad) top = sums(kind, w, v + 3, size, rows, n, per_row ? r : NULL, &acc_top);
     release(v, 7);
     if (per_row) release(r, 2);
     return Py_BuildValue("(dd)", top, acc_top);
@@ -495,9 +497,9 @@ static PyObject *hedge(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
  * call. Returns (max(acc_sum), max(acc)), or (nan, nan) (nothing accumulated) when u is not
  * finite. */
 static PyObject *hedge_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 13) {
+    if (nargs != 13 && nargs != 15) {
         PyErr_SetString(PyExc_TypeError, "hedge_step(u, base, cum, z_out, p_out, cum_out, eta, "
-                                         "ftrl, w, x, x_sum, acc, acc_sum)");
+                                         "ftrl, w, x, x_sum, acc, acc_sum[, tops, nows])");
         return NULL;
     }
     double eta, w;
@@ -510,25 +512,27 @@ static PyObject *hedge_step(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_ssize_t n, size, rows;
     int kind = take_rows(objs, writable, 10, v, &n, &size, &rows);
     if (kind < 0) return NULL;
-    double top = NAN, acc_top = NAN;
-    if (kind == 8) {
-        if (!hedge_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, rows, n, eta,
-                     ftrl))
-            top = accumulate_d(w, v[6].buf, v[7].buf, size, v[8].buf, v[9].buf, size, &acc_top);
-    } else {
-        if (!hedge_f(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, rows, n, eta,
-                     ftrl))
-            top = accumulate_f((float)w, v[6].buf, v[7].buf, size, v[8].buf, v[9].buf, size,
-                               &acc_top);
+    Py_buffer r[2];
+    int per_row = nargs == 15;
+    if (per_row && take_row_outputs(args + 13, kind, rows, r) < 0) {
+        release(v, 10);
+        return NULL;
     }
+    double top = NAN, acc_top = NAN;
+    int bad = kind == 8 ? hedge_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf,
+                                  rows, n, eta, ftrl)
+                        : hedge_f(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf,
+                                  rows, n, eta, ftrl);
+    if (!bad) top = sums(kind, w, v + 6, size, rows, n, per_row ? r : NULL, &acc_top);
     release(v, 10);
+    if (per_row) release(r, 2);
     return Py_BuildValue("(dd)", top, acc_top);
 }
 
 static PyMethodDef methods[] = {
     {"hedge_step", (PyCFunction)(void (*)(void))hedge_step, METH_FASTCALL,
-     "hedge_step(u, base, cum, z_out, p_out, cum_out, eta, ftrl, w, x, x_sum, acc, acc_sum) "
-     "-> (max(acc_sum), max(acc))"},
+     "hedge_step(u, base, cum, z_out, p_out, cum_out, eta, ftrl, w, x, x_sum, acc, acc_sum"
+     "[, tops, nows]) -> (max(acc_sum), max(acc))"},
     {"hedge", (PyCFunction)(void (*)(void))hedge, METH_FASTCALL,
      "hedge(u, base, cum, z_out, p_out, cum_out, eta, ftrl) -> 0, or 1 for non-finite u"},
     {"regret_matching", (PyCFunction)(void (*)(void))regret_matching, METH_FASTCALL,
@@ -536,7 +540,8 @@ static PyMethodDef methods[] = {
     {"accumulate", (PyCFunction)(void (*)(void))accumulate, METH_FASTCALL,
      "accumulate(w, x, x_sum, u, u_sum) -> max(u_sum)"},
     {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL,
-     "step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum) -> (max(acc_sum), max(acc))"},
+     "step(u, x, q, out, discount, predictive, w, x_sum, acc, acc_sum[, tops, nows]) "
+     "-> (max(acc_sum), max(acc))"},
     {NULL, NULL, 0, NULL},
 };
 

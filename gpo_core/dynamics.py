@@ -297,7 +297,7 @@ def _player(
             return on_kernel
 
     hedge = getattr(rule.step, "hedge", None)
-    if hedge is not None and (xp is np or views is not None) and payoff.ndim == 2:
+    if hedge is not None and (xp is np or (views is not None and payoff.ndim == 2)):
         on_kernel = _hedge_player(xp, hedge, state, payoff, total, u_total, views)
         if on_kernel is not None:
             return on_kernel
@@ -392,14 +392,16 @@ def _hedge_player(
     xp: Any, hedge: Any, state: Any, payoff: Any, total: Any, u_total: Any,
     views: _fused.HostViews | None,
 ) -> tuple[Any, Any] | None:
-    """:func:`_player` for Hedge on one game (numpy, or another library's on the CPU through
-    host views) with the C kernels: the rule's own C step (``rule.step.hedge``: the step size
-    of each update and whether it is the dual-averaging form) and both running sums in one call,
-    on buffers owned here, bit-identical to ``rule.step``. ``None`` where it does not apply."""
+    """:func:`_player` for Hedge with the C kernels on one game or a batch of numpy games, or on
+    one game of another library on the CPU through host views: the rule's own C step
+    (``rule.step.hedge``: the step size of each update and whether it is the dual-averaging
+    form) and both running sums in one call, on buffers owned here, bit-identical to
+    ``rule.step``; for a batch the call writes each game's gap terms into arrays returned in
+    place of the floats. ``None`` where it does not apply."""
     if _fused.KERNELS is None or not isinstance(state, HedgeState):
         return None
     eta_after, ftrl = hedge
-    if state.logits.ndim != 1 or state.logits.shape != total.shape:
+    if state.logits.shape != total.shape or (xp is not np and total.ndim != 1):
         return None
     arrays = (state.logits, state.prior, state.cum_utility, state.strategy)
     if any(a.shape != total.shape or a.dtype != payoff.dtype for a in arrays):
@@ -418,20 +420,24 @@ def _hedge_player(
     zv, pv, cv, z2v, p2v, c2v, prior_v, total_v, u_total_v = held
     count = state.count
     kernel = _fused.KERNELS.hedge_step
+    per_game: tuple[np.ndarray, ...] = ()
+    if total.ndim > 1:  # a batch: each game's max(u_total) and max(acc), written by the kernel
+        tops = np.empty(total.shape[:-1], dtype=total.dtype)
+        per_game = (tops, np.empty_like(tops))
 
     def step_hedge(u: Any, w: float, acc: Any) -> tuple[Any, Any, Any]:
         nonlocal z, p, cum, z2, p2, cum2, zv, pv, cv, z2v, p2v, c2v, count
         uv = see(u)
         top, now = kernel(
             uv, prior_v if ftrl else zv, cv, z2v, p2v, c2v, eta_after(count), ftrl,
-            w, pv, total_v, see(acc), u_total_v,
+            w, pv, total_v, see(acc), u_total_v, *per_game,
         )
         if top != top:  # nan: u was not finite
             raise _non_finite(uv)
         z, z2, p, p2, cum, cum2 = z2, z, p2, p, cum2, cum
         zv, z2v, pv, p2v, cv, c2v = z2v, zv, p2v, pv, c2v, cv
         count += 1
-        return p, top, now
+        return (p, *per_game) if per_game else (p, top, now)
 
     return step_hedge, lambda: HedgeState(z, state.prior, cum, count, p)
 

@@ -295,7 +295,28 @@ def test_the_batched_step_writes_each_games_maxima(dtype):
         KERNELS.step(u, x, q1, out1, 0.5, False, 2.0, xs1, acc, us1, tops[:3], nows[:3])
 
 
-def test_batched_play_takes_the_batched_c_step(kernel_calls):
+@pytest.mark.parametrize("make, kernel", [(gc.regret_matching_plus, "step"),
+                                          (lambda: gc.hedge(0.3), "hedge_step")])
+def test_batched_play_takes_the_batched_c_step(make, kernel, kernel_calls):
     games = gc.MatrixGame.random(4, seed=2, batch_shape=(5,))
-    gc.play(games, gc.regret_matching_plus(), steps=30, alternating=True)
-    assert kernel_calls == {"step": 60}
+    gc.play(games, make(), steps=30, alternating=True)
+    assert kernel_calls == {kernel: 60}
+
+
+@needs_c
+def test_the_batched_hedge_step_writes_each_games_maxima():
+    rng = np.random.default_rng(6)
+    u, base, cum, x, acc = (rng.normal(size=(3, 5)) for _ in range(5))
+    xs, us = rng.random((3, 5)), rng.random((3, 5))
+    outs = [np.empty_like(u) for _ in range(3)]
+    tops, nows = np.empty(3), np.empty(3)
+    assert KERNELS.hedge_step(u, base, cum, *outs, 0.4, False, 2.0, x, xs, acc, us,
+                              tops, nows) == (0.0, 0.0)
+    for b in range(3):
+        one = [np.empty_like(u[b]) for _ in range(3)]
+        xs_b, us_b = xs[b].copy(), us[b].copy()
+        top, now = KERNELS.hedge_step(u[b], base[b], cum[b], *one, 0.4, False, 0.0, x[b], xs_b,
+                                      acc[b], us_b)  # w = 0: the sums stay, their maxima are read
+        assert (tops[b], nows[b]) == (top, now)
+        for a, c in zip(outs, one):
+            np.testing.assert_array_equal(a[b], c)
