@@ -250,19 +250,32 @@ def _player(
 
     ``step(u, w, acc)`` updates the player on utilities ``u``, adds ``w`` times the strategy it
     had played to ``total`` and ``w * acc`` to ``u_total`` (the running sums of the averages),
-    and returns ``(the strategy it plays next, max(u_total), max(acc))``, the maxima as floats
-    from the C kernel or ``None``; ``final()`` is the rule state after the last step.
+    and returns ``(the strategy it plays next, max(u_total), max(acc))``: the maxima as floats
+    from the C kernels for one game, as arrays (one entry per game) for a batch, or ``None``;
+    ``final()`` is the rule state after the last step.
 
-    Hedge on one game runs its C step and both sums in one call (:func:`_hedge_player`). On
-    one numpy game a rule that offers an in-place step (RM+, PRM+, DRM+:
-    ``rule.step.in_place``) runs it on buffers owned here, bit-identical to ``rule.step``, and
-    with gpo_core's C kernels built the step and both sums are one C call that also returns the
-    max: after each matrix-vector product of a big game every call runs with cold caches, and
-    the state tuples, the checks and the fresh arrays of the pure step cost about 5% of a
-    1000x1000 step. A strategy returned by ``step`` stays valid until the next call but one
-    (two buffers take turns).
+    With gpo_core's C kernels built, the rules that offer one (RM+, PRM+, DRM+:
+    ``rule.step.in_place``; Hedge: ``rule.step.hedge``) run their C step and both sums in one
+    call, on buffers owned here, bit-identical to ``rule.step``: for a numpy game or batch, and
+    for one game of another library on the CPU through ``views``. After each matrix-vector
+    product of a big game every call runs with cold caches, and the state tuples, the checks and
+    the fresh arrays of the pure step cost about 5% of a 1000x1000 step. Without the kernels
+    one numpy game still runs RM+'s in-place numpy step. A strategy returned by ``step`` stays
+    valid until the next call but one (two buffers take turns).
     """
     in_place = getattr(rule.step, "in_place", None)
+    hedge = getattr(rule.step, "hedge", None)
+    if (in_place is not None or hedge is not None) and (
+        xp is np or (views is not None and payoff.ndim == 2)
+    ):
+        on_kernel = (
+            _regret_matching_player(xp, in_place, state, payoff, total, u_total, views)
+            if in_place is not None
+            else _hedge_player(xp, hedge, state, payoff, total, u_total, views)
+        )
+        if on_kernel is not None:
+            return on_kernel
+
     strategy = getattr(state, "strategy", None)
     if (
         in_place is not None
@@ -270,42 +283,21 @@ def _player(
         and payoff.ndim == 2
         and _is_vector(strategy, strategy, getattr(state, "cum_regret", None))
         and strategy.dtype == payoff.dtype
-    ):
+    ):  # one numpy game without the C kernels: the in-place numpy step
         x = strategy.copy()
         q = state.cum_regret.copy()
         spare = np.empty_like(x)
         scratch = np.empty_like(x)
         count = state.count
-        fused = _fused.kernel_arrays(x, q, spare, total, u_total)
 
         def step_in_place(u: np.ndarray, w: float, acc: np.ndarray) -> tuple[np.ndarray, Any, Any]:
             nonlocal x, spare, count
-            if fused:  # the step and both sums in one C call
-                top, now = in_place.fused(u, x, q, spare, count, w, total, acc, u_total)
-                x, spare = spare, x
-            else:
-                top, now = _fused.accumulate(w, x, total, acc, u_total), None
-                x, spare = in_place(x, u, q, spare, scratch, count), x
+            top = _fused.accumulate(w, x, total, acc, u_total)
+            x, spare = in_place(x, u, q, spare, scratch, count), x
             count += 1
-            return x, top, now
+            return x, top, None
 
         return step_in_place, lambda: state._replace(strategy=x, cum_regret=q, count=count)
-
-    if in_place is not None and xp is np and payoff.ndim > 2:
-        on_kernel = _batch_player(in_place, state, payoff, total, u_total)
-        if on_kernel is not None:
-            return on_kernel
-
-    hedge = getattr(rule.step, "hedge", None)
-    if hedge is not None and (xp is np or (views is not None and payoff.ndim == 2)):
-        on_kernel = _hedge_player(xp, hedge, state, payoff, total, u_total, views)
-        if on_kernel is not None:
-            return on_kernel
-
-    if in_place is not None and views is not None and payoff.ndim == 2:
-        on_host = _host_player(xp, in_place, state, payoff, total, u_total, views)
-        if on_host is not None:
-            return on_host
 
     def step(u: Any, w: float, acc: Any) -> tuple[Any, Any, Any]:
         nonlocal state, played
@@ -317,75 +309,62 @@ def _player(
     return step, lambda: state
 
 
-def _host_player(
-    xp: Any, in_place: Any, state: Any, payoff: Any, total: Any, u_total: Any,
-    views: _fused.HostViews,
-) -> tuple[Any, Any] | None:
-    """:func:`_player`'s C path for one game held by another library on the CPU (a torch
-    tensor): the kernel writes the tensors' memory through numpy views (:func:`_fused.host_view`)
-    and the step returns the tensors. ``None`` where that does not apply (no C kernels, a GPU,
-    a batch, mixed dtypes): the library's own operations run instead.
+def _kernel_buffers(
+    xp: Any, arrays: list[Any], total: Any, views: _fused.HostViews | None
+) -> tuple[list[np.ndarray], Any, tuple[np.ndarray, ...]] | None:
+    """What a C player works on: numpy views of ``arrays`` (the player's own buffers, the
+    state's and the running sums ``total``...; themselves for numpy, host views for another
+    library's CPU arrays), how a step's utilities are seen, and for a batch the arrays the kernel
+    writes each game's two gap terms into. ``None`` where the kernels do not take them."""
+    if xp is np:
+        held, see = arrays, (lambda a: a)
+    else:
+        held, see = [_fused.host_view(a) for a in arrays], views
+        if total.ndim != 1 or any(v is None for v in held):
+            return None
+    if not _fused.kernel_arrays(*held):
+        return None
+    per_game: tuple[np.ndarray, ...] = ()
+    if total.ndim > 1:  # a batch: each game's max(u_total) and max(acc), written by the kernel
+        tops = np.empty(total.shape[:-1], dtype=total.dtype)
+        per_game = (tops, np.empty_like(tops))
+    return held, see, per_game
 
-    torch spends several microseconds per operation on a 1000-vector on a 2-core CPU, and the
-    library-neutral RM+ step is about 20 operations: at 1000 x 1000 that doubled the step's
-    time (float64) and tripled it (float32). The products stay in the game's library.
-    """
+
+def _regret_matching_player(
+    xp: Any, in_place: Any, state: Any, payoff: Any, total: Any, u_total: Any,
+    views: _fused.HostViews | None,
+) -> tuple[Any, Any] | None:
+    """:func:`_player` for RM+, PRM+ and DRM+ with the C kernels (``in_place.fused``) on a numpy
+    game or batch, or on one game of another library on the CPU through host views (torch
+    spends several microseconds per operation on a 1000-vector on a 2-core CPU, and the
+    library-neutral step is about 20 operations: at 1000 x 1000 that doubled the step's time in
+    float64 and tripled it in float32; the products stay in the game's library). ``None`` where
+    it does not apply (no C kernels, a GPU, mixed dtypes)."""
     strategy = getattr(state, "strategy", None)
     q = getattr(state, "cum_regret", None)
     if _fused.KERNELS is None or strategy is None or q is None:
         return None
-    if strategy.ndim != 1 or strategy.shape != q.shape or strategy.shape != total.shape:
+    if strategy.shape != total.shape or q.shape != total.shape:
         return None
     if strategy.dtype != payoff.dtype or q.dtype != payoff.dtype:
         return None
-    x_t, q_t, spare_t = _xp.copy(xp, strategy), _xp.copy(xp, q), _xp.copy(xp, strategy)
-    held = [_fused.host_view(a) for a in (x_t, q_t, spare_t, total, u_total)]
-    if any(v is None for v in held) or not _fused.kernel_arrays(*held):
+    x, q, spare = _xp.copy(xp, strategy), _xp.copy(xp, q), _xp.copy(xp, strategy)
+    buffers = _kernel_buffers(xp, [x, q, spare, total, u_total], total, views)
+    if buffers is None:
         return None
-    x, q_v, spare, total_v, u_total_v = held
+    (xv, qv, sv, total_v, u_total_v), see, per_game = buffers
     count = state.count
 
-    def step_on_host(u: Any, w: float, acc: Any) -> tuple[Any, Any, Any]:
-        nonlocal x, spare, x_t, spare_t, count
-        top, now = in_place.fused(
-            views(u), x, q_v, spare, count, w, total_v, views(acc), u_total_v
-        )
-        x, spare = spare, x
-        x_t, spare_t = spare_t, x_t
+    def step_rm(u: Any, w: float, acc: Any) -> tuple[Any, Any, Any]:
+        nonlocal x, spare, xv, sv, count
+        top, now = in_place.fused(see(u), xv, qv, sv, count, w, total_v, see(acc), u_total_v,
+                                  *per_game)
+        x, spare, xv, sv = spare, x, sv, xv
         count += 1
-        return x_t, top, now
+        return (x, *per_game) if per_game else (x, top, now)
 
-    return step_on_host, lambda: state._replace(strategy=x_t, cum_regret=q_t, count=count)
-
-
-def _batch_player(
-    in_place: Any, state: Any, payoff: np.ndarray, total: np.ndarray, u_total: np.ndarray
-) -> tuple[Any, Any] | None:
-    """:func:`_player`'s in-place path for a batch of numpy games with the C kernels: each step
-    is one C call for every game, which also writes each game's two maxima (the gaps' terms)
-    into arrays returned in place of the single game's floats; bit-identical to ``rule.step``
-    and to each game played alone. ``None`` where the kernels do not take the arrays."""
-    strategy = getattr(state, "strategy", None)
-    q = getattr(state, "cum_regret", None)
-    if _fused.KERNELS is None or type(strategy) is not np.ndarray or type(q) is not np.ndarray:
-        return None
-    if strategy.shape != total.shape or q.shape != total.shape:
-        return None
-    x, q, spare = strategy.copy(), q.copy(), np.empty_like(strategy)
-    if not _fused.kernel_arrays(x, q, spare, total, u_total):
-        return None
-    tops = np.empty(total.shape[:-1], dtype=total.dtype)  # max(u_total) of each game
-    nows = np.empty_like(tops)  # max(acc) of each game
-    count = state.count
-
-    def step_batch(u: np.ndarray, w: float, acc: np.ndarray) -> tuple[np.ndarray, Any, Any]:
-        nonlocal x, spare, count
-        in_place.fused(u, x, q, spare, count, w, total, acc, u_total, tops, nows)
-        x, spare = spare, x
-        count += 1
-        return x, tops, nows
-
-    return step_batch, lambda: state._replace(strategy=x, cum_regret=q, count=count)
+    return step_rm, lambda: state._replace(strategy=x, cum_regret=q, count=count)
 
 
 def _hedge_player(
@@ -401,29 +380,20 @@ def _hedge_player(
     if _fused.KERNELS is None or not isinstance(state, HedgeState):
         return None
     eta_after, ftrl = hedge
-    if state.logits.shape != total.shape or (xp is not np and total.ndim != 1):
-        return None
     arrays = (state.logits, state.prior, state.cum_utility, state.strategy)
     if any(a.shape != total.shape or a.dtype != payoff.dtype for a in arrays):
         return None
     # two of each: a step reads one and writes the other
     z, p, cum = (_xp.copy(xp, a) for a in (state.logits, state.strategy, state.cum_utility))
     z2, p2, cum2 = (_xp.copy(xp, a) for a in (z, p, cum))
-    held = [z, p, cum, z2, p2, cum2, state.prior, total, u_total]
-    see = (lambda a: a) if xp is np else views  # the kernel's view of a step's utilities
-    if xp is not np:
-        held = [_fused.host_view(a) for a in held]
-        if any(v is None for v in held):
-            return None
-    if not _fused.kernel_arrays(*held):
+    buffers = _kernel_buffers(
+        xp, [z, p, cum, z2, p2, cum2, state.prior, total, u_total], total, views
+    )
+    if buffers is None:
         return None
-    zv, pv, cv, z2v, p2v, c2v, prior_v, total_v, u_total_v = held
+    (zv, pv, cv, z2v, p2v, c2v, prior_v, total_v, u_total_v), see, per_game = buffers
     count = state.count
     kernel = _fused.KERNELS.hedge_step
-    per_game: tuple[np.ndarray, ...] = ()
-    if total.ndim > 1:  # a batch: each game's max(u_total) and max(acc), written by the kernel
-        tops = np.empty(total.shape[:-1], dtype=total.dtype)
-        per_game = (tops, np.empty_like(tops))
 
     def step_hedge(u: Any, w: float, acc: Any) -> tuple[Any, Any, Any]:
         nonlocal z, p, cum, z2, p2, cum2, zv, pv, cv, z2v, p2v, c2v, count
