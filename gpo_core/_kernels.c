@@ -125,6 +125,15 @@ static int take_rows(PyObject *const *objs, const int *writable, int count, Py_b
     return kind;
 }
 
+/* A kernel's float parameter (discount, eta) and flag (predictive, ftrl); 0, or -1 with an
+ * exception set. */
+static int parse_param_flag(PyObject *a, PyObject *flag, double *value, int *on) {
+    *value = PyFloat_AsDouble(a);
+    if (*value == -1.0 && PyErr_Occurred()) return -1;
+    *on = PyObject_IsTrue(flag);
+    return *on < 0 ? -1 : 0;
+}
+
 /* Written as branch-free loops (fabs and selects, not ifs on signs: a branch on the sign of
  * random utilities mispredicts half the time) so that the compiler vectorises them. */
 #define DEFINE_REGRET_MATCHING(NAME, T, EPS, ABS)                                                   \
@@ -198,17 +207,14 @@ static PyObject *regret_matching(PyObject *self, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "regret_matching(u, x, q, out, discount, predictive)");
         return NULL;
     }
-    double discount = PyFloat_AsDouble(args[4]);
-    if (discount == -1.0 && PyErr_Occurred()) return NULL;
-    int predictive = PyObject_IsTrue(args[5]);
-    if (predictive < 0) return NULL;
+    double discount;
+    int predictive;
+    if (parse_param_flag(args[4], args[5], &discount, &predictive) < 0) return NULL;
     Py_buffer v[4];
     static const int writable[4] = {0, 0, 1, 1};
-    int kind = take(args, writable, 4, v);
+    Py_ssize_t n, size, rows;
+    int kind = take_rows(args, writable, 4, v, &n, &size, &rows);
     if (kind < 0) return NULL;
-    if (!one_shape(v, 4)) return NULL;
-    Py_ssize_t n = v[0].shape[v[0].ndim - 1];
-    Py_ssize_t rows = n > 0 ? v[0].len / v[0].itemsize / n : 0;
     int status;
     if (kind == 8)
         status = regret_matching_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, rows, n, discount,
@@ -298,10 +304,7 @@ static PyObject *accumulate(PyObject *self, PyObject *const *args, Py_ssize_t na
 /* The scalars of play's fused calls: a float parameter, a flag and the average's weight w. */
 static int parse_step_scalars(PyObject *a, PyObject *flag, PyObject *weight, double *value,
                               int *on, double *w) {
-    *value = PyFloat_AsDouble(a);
-    if (*value == -1.0 && PyErr_Occurred()) return -1;
-    *on = PyObject_IsTrue(flag);
-    if (*on < 0) return -1;
+    if (parse_param_flag(a, flag, value, on) < 0) return -1;
     *w = PyFloat_AsDouble(weight);
     if (*w == -1.0 && PyErr_Occurred()) return -1;
     return 0;
@@ -469,17 +472,14 @@ static PyObject *hedge(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         PyErr_SetString(PyExc_TypeError, "hedge(u, base, cum, z_out, p_out, cum_out, eta, ftrl)");
         return NULL;
     }
-    double eta = PyFloat_AsDouble(args[6]);
-    if (eta == -1.0 && PyErr_Occurred()) return NULL;
-    int ftrl = PyObject_IsTrue(args[7]);
-    if (ftrl < 0) return NULL;
+    double eta;
+    int ftrl;
+    if (parse_param_flag(args[6], args[7], &eta, &ftrl) < 0) return NULL;
     Py_buffer v[6];
     static const int writable[6] = {0, 0, 0, 1, 1, 1};
-    int kind = take(args, writable, 6, v);
+    Py_ssize_t n, size, rows;
+    int kind = take_rows(args, writable, 6, v, &n, &size, &rows);
     if (kind < 0) return NULL;
-    if (!one_shape(v, 6)) return NULL;
-    Py_ssize_t n = v[0].shape[v[0].ndim - 1];
-    Py_ssize_t rows = n > 0 ? v[0].len / v[0].itemsize / n : 0;
     int status;
     if (kind == 8)
         status = hedge_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, rows, n,

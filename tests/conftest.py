@@ -51,14 +51,26 @@ def _numpy_kernels_only() -> None:
 _numpy_kernels_only()
 
 
+def _skip_without_kernels() -> None:
+    """Skip a C-path test where the kernels are off. On an ordinary install that cannot pass
+    unnoticed: tests/test_kernels.py's test_the_install_built_the_c_kernels fails instead."""
+    import gpo_core._fused
+
+    if gpo_core._fused.KERNELS is None:
+        pytest.skip(
+            "GPO_TEST_NUMPY_KERNELS=1 switched the C kernels off"
+            if os.environ.get("GPO_TEST_NUMPY_KERNELS") == "1"
+            else "gpo_core._kernels is not built (no C compiler at install)"
+        )
+
+
 @pytest.fixture(params=["c", "numpy"])
 def kernels(request, monkeypatch):
     """Run a test with gpo_core's C kernels (skipped where they are not built) and without."""
     import gpo_core._fused
 
     if request.param == "c":
-        if gpo_core._fused.KERNELS is None:
-            pytest.skip("gpo_core._kernels is not built (no C compiler at install)")
+        _skip_without_kernels()
     else:
         monkeypatch.setattr(gpo_core._fused, "KERNELS", None)
     return request.param
@@ -93,8 +105,7 @@ def kernel_calls(monkeypatch):
     shows that a fast path is taken, not only that its answer is right."""
     import gpo_core._fused
 
-    if gpo_core._fused.KERNELS is None:
-        pytest.skip("gpo_core._kernels is not built (no C compiler at install)")
+    _skip_without_kernels()
     spy = _CountingKernels(gpo_core._fused.KERNELS)
     monkeypatch.setattr(gpo_core._fused, "KERNELS", spy)
     return spy.calls

@@ -13,7 +13,9 @@ from gpo_core.discounted import _discount
 from gpo_core.rules import _regret_matching_into
 
 KERNELS = fused.KERNELS
-needs_c = pytest.mark.skipif(KERNELS is None, reason="gpo_core._kernels is not built")
+needs_c = pytest.mark.skipif(
+    KERNELS is None, reason="gpo_core._kernels is not built (or GPO_TEST_NUMPY_KERNELS=1 is set)"
+)
 MAKERS = {
     "rm+": gc.regret_matching_plus,
     "prm+": gc.predictive_regret_matching_plus,
