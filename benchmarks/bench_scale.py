@@ -1,6 +1,6 @@
 """How gpo_core.play scales: big games, the cost of one step, batches, and a 10k x 10k game.
 
-Parts (``--parts abcd``; ``--quick`` runs a, b, c on smaller settings and never d):
+Parts (``--parts abcdg``; ``--quick`` runs a, b, c, g on smaller settings and never d):
 
 a. Time to Nash gap 1e-4 on n x n random games (U[-1, 1]) for n in {100, 1000, 3000}: the
    regret-matching rules of the library (RM+, predictive RM+ and discounted RM+, alternating,
@@ -25,6 +25,12 @@ d. (full run only, and only with enough free memory) a 10,000 x 10,000 float64 g
    Nash gap 1e-3 in a fresh process, with that process's peak resident memory (``VmHWM``) and
    ``play``'s own peak allocations (``tracemalloc``) against the 800 MB matrix; then HiGHS
    (``gc.solve_lp``) on the same game in a worker killed after ``--d-highs-cap`` seconds.
+g. (only where CUDA is visible, or with ``--g-device``) on the GPU: one ``play`` step on a tensor
+   game against the two bare products in torch on the device (wall time, synchronised; 1000,
+   3000 and 10,000 actions, float64 and float32), and the time discounted RM+ takes to gap 1e-4
+   (1e-3 on the 10k game) on the device against the same rule on a numpy game on this machine's
+   CPU, each average re-checked in float64 on the host. ``benchmarks/gpu_check.sh`` runs it
+   with the CUDA tests on a lent GPU machine; ``--g-device cpu`` rehearses it here.
 
 Usage::
 
@@ -356,6 +362,136 @@ def part_c(num_games: int, loop_games: int, steps: int) -> str:
     return cm.markdown_table(cols, rows)
 
 
+# ----------------------------------------------------------------------------------- part g
+G_CASES = (
+    ("RM+ (alt., linear avg)", gc.regret_matching_plus,
+     dict(alternating=True, averaging="linear")),
+    ("DRM+ (alt., quadratic avg), tol=1e-12", gc.discounted_regret_matching_plus,
+     dict(alternating=True, averaging="quadratic", tol=1e-12)),
+    ("hedge(0.1) (simult., uniform avg)", lambda: gc.hedge(0.1), {}),
+)
+
+
+def _device_step_rows(torch: Any, game: gc.MatrixGame, device: str, reps: int) -> list[list[str]]:
+    """Part g's step costs: one ``play`` step on a ``device`` tensor game against the two bare
+    products in torch on the same device, in wall time with the device synchronised around each
+    block (a GPU's CPU time measures the launching thread, not the work)."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    n = game.shape[0]
+    rows = []
+    for dtype in (torch.float64, torch.float32):
+        a = torch.tensor(np.array(game.payoff), dtype=dtype, device=device)
+        tgame = gc.MatrixGame(a)
+        v = torch.full((n,), 1.0 / n, dtype=dtype, device=device)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(5):
+            a @ v
+            v @ a
+        sync()
+        pair = (time.perf_counter() - t0) / 5
+        for label, make, kwargs in G_CASES:
+            pilot = []
+            for k in (2, 2, 22):  # a warm-up, then 2 and 22 steps: 20 steps without the setup
+                sync()
+                t0 = time.perf_counter()
+                gc.play(tgame, make(), steps=k, record_every=k, **kwargs)
+                sync()
+                pilot.append(time.perf_counter() - t0)
+            per_step = max((pilot[2] - pilot[1]) / 20, pair)
+            # blocks of about 50 ms of play (a GPU step can cost many bare pairs: launches)
+            steps = int(min(5000, max(5, 0.05 / per_step)))
+            bare, per_call, marginal = [], [], []
+            for _ in range(reps):
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    a @ v
+                    v @ a
+                sync()
+                bare.append((time.perf_counter() - t0) / steps)
+                t0 = time.perf_counter()
+                gc.play(tgame, make(), steps=steps, record_every=steps, **kwargs)
+                sync()
+                per_call.append((time.perf_counter() - t0) / steps)
+                t0 = time.perf_counter()
+                gc.play(tgame, make(), steps=2 * steps, record_every=2 * steps, **kwargs)
+                sync()
+                marginal.append((time.perf_counter() - t0) / steps - per_call[-1])
+            med = np.median
+            one_more = float(med(marginal) / med(bare))
+            rows.append([f"{n}×{n}", f"torch {str(dtype)[6:]} {device}", label, steps,
+                         cm.fmt_time(float(med(per_call))), cm.fmt_time(float(med(bare))),
+                         f"{med(per_call) / med(bare):.3f}×", f"{one_more:.3f}×",
+                         "met" if one_more <= 1.15 else "missed"])
+    return rows
+
+
+def _time_to_gap(torch: Any, game: gc.MatrixGame, device: str | None, dtype: str, tol: float,
+                 cap: float) -> tuple[float, int, float]:
+    """(seconds, steps, float64 gap of the average) for ``FASTEST`` to ``tol`` on ``game`` stored
+    as a ``device`` tensor of ``dtype`` (``device=None``: a numpy array on the host)."""
+    label, make, averaging = FASTEST
+    if device is None:
+        g = game if dtype == "float64" else _float32_game(game)
+        sync = lambda: None  # noqa: E731
+    else:
+        g = gc.MatrixGame(torch.tensor(np.array(game.payoff), dtype=getattr(torch, dtype),
+                                       device=device))
+        sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    _play(g, make, averaging, 3)
+    sync()
+    budget = max(10, int(cap / max((time.perf_counter() - t0) / 3, 1e-7)))
+    seconds, out = cm.best_of(lambda: (_play(g, make, averaging, budget, tol=tol), sync())[0])
+    row = np.asarray(out.average.row.cpu() if device else out.average.row, dtype=np.float64)
+    col = np.asarray(out.average.col.cpu() if device else out.average.col, dtype=np.float64)
+    return seconds, int(out.num_steps), float(sv.gap(game.payoff, row, col))
+
+
+def part_g(sizes: list[int], reps: int, device: str | None, threads: int = 1,
+           cap: float = 60.0) -> str:
+    """A GPU (or ``--g-device``): step costs against the bare products on the device, and time
+    to gap for the fastest rule on the device against the same rule on this machine's CPU."""
+    try:
+        import torch
+    except ImportError:
+        return "Skipped: torch is not installed.\n"
+    torch.set_num_threads(threads)  # torch keeps its own pool: give it the BLAS thread count
+    if device is None:
+        if not torch.cuda.is_available():
+            return ("Skipped: no CUDA device visible (`--g-device cpu` rehearses this part on "
+                    "CPU tensors).\n")
+        device = "cuda"
+    text = ""
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(device)
+        text += (f"Device: {props.name}, {props.total_memory / 2**30:.0f} GiB, torch "
+                 f"{torch.__version__}, CUDA {torch.version.cuda}.\n\n")
+    step_rows, gap_rows = [], []
+    for n in sizes:
+        game = gc.MatrixGame.random(n, seed=0)
+        step_rows += _device_step_rows(torch, game, device, reps)
+        tol = 1e-4 if n <= 3000 else 1e-3
+        for dtype in ("float64", "float32"):
+            host_s, host_k, host_gap = _time_to_gap(torch, game, None, dtype, tol, cap)
+            dev_s, dev_k, dev_gap = _time_to_gap(torch, game, device, dtype, tol, cap)
+            gap_rows.append([f"{n}×{n}", dtype, f"{tol:g}", FASTEST[0],
+                             f"{cm.fmt_time(host_s)} ({host_k} steps, gap {host_gap:.1e})",
+                             f"{cm.fmt_time(dev_s)} ({dev_k} steps, gap {dev_gap:.1e})",
+                             f"{host_s / dev_s:.1f}×"])
+        print(f"<!-- part g: n = {n} done -->", file=sys.stderr)
+    text += cm.markdown_table(
+        ["game", "payoff", "rule", f"steps per block (of {reps})", "play: wall time per step",
+         "bare A@y + x@A (wall)", "ratio per call", "ratio of one more step",
+         "target ≤ 1.15× (one more step)"], step_rows)
+    text += "\n" + cm.markdown_table(
+        ["game", "dtype", "gap", "rule", "numpy on this machine's CPU",
+         f"torch on {device}", "speed-up"], gap_rows)
+    return text
+
+
 # ----------------------------------------------------------------------------------- part d
 def part_d(n: int, tol: float, cap: float, threads: int, highs_cap: float = 600.0) -> str:
     """Run :func:`part_d_child` in a fresh process, so that its peak RSS is this part's alone."""
@@ -456,14 +592,25 @@ def main(argv: list[str] | None = None) -> int:
         "--parts", default=None, help="which parts to run, e.g. 'ab' (default: all)"
     )
     parser.add_argument(
+        "--g-device", default=None,
+        help="part g's torch device (default: cuda when visible, else part g is skipped; "
+        "'cpu' rehearses it on CPU tensors)",
+    )
+    parser.add_argument(
+        "--g-sizes", type=int, nargs="+", default=None,
+        help="part g's game sizes (default 1000 3000 10000; --quick: 1000)",
+    )
+    parser.add_argument(
         "--d-highs-cap", type=float, default=600.0,
         help="seconds HiGHS gets on part d's 10k game (0 skips it; default 600)",
     )
     args = parser.parse_args(argv)
-    parts = args.parts or ("abc" if args.quick else "abcd")
+    parts = args.parts or ("abcg" if args.quick else "abcdg")
     cm.limit_threads(args.threads)
     t_start = time.perf_counter()
     q = args.quick
+    g_sizes = args.g_sizes or ([1000] if q else [1000, 3000, 10_000])
+    reps_g = 5 if q else 15
     settings = {
         "a": "sizes [100, 1000], rule cap 20 s, HiGHS cap 10 s" if q
         else "sizes [100, 1000, 3000], rule cap 120 s, HiGHS cap 120 s",
@@ -471,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         "c": "10,000 games, loop timed on 500 games and scaled, 100 steps" if q
         else "10,000 games, loop over all 10,000, 100 steps",
         "d": f"10,000 × 10,000, gap 1e-3, cap 300 s, HiGHS cap {args.d_highs_cap:g} s",
+        "g": f"sizes {g_sizes}, device {args.g_device or 'cuda'}, {reps_g} alternating blocks "
+        "of ~50 ms; gap 1e-4 (1e-3 above n = 3000), cap 60 s",
     }
     head = cm.header(
         "Scaling of gc.play",
@@ -490,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
               lambda: part_c(10_000, 500 if q else 10_000, 100)),
         "d": ("d. A 10,000 × 10,000 game to gap 1e-3, and its memory",
               lambda: part_d(10_000, 1e-3, 300.0, args.threads, args.d_highs_cap)),
+        "g": ("g. On a GPU: one step vs the bare products, and time to gap vs the CPU",
+              lambda: part_g(g_sizes, reps_g, args.g_device, args.threads)),
     }
     for p in parts:
         title, fn = sections[p]

@@ -22,6 +22,9 @@ BLOCKS = (
     ("Full run: `bench_solvers.py`", "solvers_full.md"),
     ("Full run: `bench_scale.py --d-highs-cap 0`", "scale_full.md"),
     ("Full run: `bench_scale.py --parts d` (HiGHS on the 10k game)", "scale_d_full.md"),
+    # written on a lent GPU machine by gpu_check.sh (absent until a session has one)
+    ("GPU run: `gpu_check.sh` (`bench_scale.py --parts g`)", "scale_gpu.md"),
+    ("GPU run: `gpu_check.sh` (`bench_scale.py --quick --parts b`)", "scale_b_gpu.md"),
 )
 START = "## Results\n"
 END = "## Noticed, not changed here\n"
@@ -30,6 +33,8 @@ END = "## Noticed, not changed here\n"
 def section() -> str:
     parts = [START, "\nEach block is a results file verbatim (headings shifted one level down).\n"]
     for title, name in BLOCKS:
+        if name.endswith("gpu.md") and not os.path.exists(os.path.join(HERE, "results", name)):
+            continue
         with open(os.path.join(HERE, "results", name), encoding="utf-8") as f:
             text = f.read().strip("\n")
         shifted = "\n".join("#" + line if line.startswith("#") else line for line in text.split("\n"))

@@ -422,22 +422,97 @@ def test_numpy_use_of_gpo_core_loads_neither_torch_nor_array_api_compat():
     assert result.returncode == 0, result.stderr
 
 
+# ------------------------------------------------ the device path, rehearsed on the CPU
+def _no_host_access(monkeypatch) -> None:
+    """Make every way numpy could read a tensor's memory raise, as it does for a CUDA tensor
+    (``__array__``, ``.numpy()``, DLPack): what still runs is the path a GPU game takes."""
+
+    def refuse(self, *args, **kwargs):
+        raise TypeError("can't convert this tensor to numpy (rehearsing a GPU tensor)")
+
+    for name in ("__array__", "numpy", "__dlpack__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_play_never_reads_a_tensor_through_numpy_so_it_runs_as_on_a_gpu(rule, dtype, monkeypatch):
+    """CI has no GPU. A CUDA tensor differs from a CPU one, for gpo_core, in that numpy cannot
+    view it: with those views refused, every rule's play (alternating, with tol), batched play,
+    nash_gap and best_response run in torch alone and agree with the numpy run."""
+    a = _payoff(seed=21, shape=(2, 5, 5))  # square: mmd_magnet's magnet has 5 entries
+    a = a.astype(np.float32) if dtype == torch.float32 else a
+    kwargs = dict(steps=150, alternating=True, averaging="quadratic", record_every=5, tol=1e-6)
+    refs = [gc.play(gc.MatrixGame(a[i]), RULES[rule](), **kwargs) for i in range(2)]
+    ref_batch = gc.play(gc.MatrixGame(a), RULES[rule](), **kwargs)
+    payoff = torch.tensor(a)
+    with monkeypatch.context() as m:
+        _no_host_access(m)
+        with pytest.raises(TypeError, match="rehearsing"):
+            np.asarray(payoff)  # the rehearsal is on
+        outs = [gc.play(gc.MatrixGame(payoff[i]), RULES[rule](), **kwargs) for i in range(2)]
+        out_batch = gc.play(gc.MatrixGame(payoff), RULES[rule](), **kwargs)
+        gap = gc.nash_gap(gc.MatrixGame(payoff), out_batch.average.row, out_batch.average.col)
+        br = gc.best_response(gc.MatrixGame(payoff[0]), outs[0].average.col, "row")
+    tol = 1e-10 if dtype == torch.float64 else _f32_tol(150)
+    for out, ref in list(zip(outs, refs)) + [(out_batch, ref_batch)]:
+        assert out.num_steps == ref.num_steps
+        for name, value in _fields(out).items():
+            assert isinstance(value, torch.Tensor) and value.dtype == dtype, name
+            if dtype == torch.float64 or "logits" not in name:
+                assert _diff(value, _fields(ref)[name]) <= tol, name
+    ref_gap = gc.nash_gap(gc.MatrixGame(a), ref_batch.average.row, ref_batch.average.col)
+    assert tuple(gap.shape) == (2,) and _diff(gap, ref_gap) <= tol
+    ref_br = gc.best_response(gc.MatrixGame(a[0]), refs[0].average.col, "row")
+    assert int(br.action) == int(ref_br.action) and _diff(br.value, ref_br.value) <= tol
+
+
 # ------------------------------------------------------------------------------------ CUDA
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible)")
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible)")
-@pytest.mark.parametrize("rule", ["hedge", "rm+", "prm+"])
-def test_cuda_play_matches_numpy_and_stays_on_the_gpu(rule):
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_cuda_play_matches_numpy_and_stays_on_the_gpu(rule, dtype):
     a = _payoff(seed=4, shape=(40, 30))
-    kwargs = dict(steps=200, alternating=True, averaging="linear")
+    a = a.astype(np.float32) if dtype == torch.float32 else a
+    steps = 200
+    kwargs = dict(steps=steps, alternating=True, averaging="linear")
+    if rule == "mmd_magnet":  # its magnet has 5 entries
+        a = a[:5, :5].copy()
     ref = gc.play(gc.MatrixGame(a), RULES[rule](), **kwargs)
-    out = gc.play(gc.MatrixGame(torch.tensor(a, device="cuda")), RULES[rule](),
-                  x0=np.full(40, 1 / 40), **kwargs)
+    x0 = np.full(a.shape[0], 1 / a.shape[0])
+    out = gc.play(gc.MatrixGame(torch.tensor(a, device="cuda")), RULES[rule](), x0=x0, **kwargs)
+    # float32: cuBLAS and numpy's BLAS sum the products in different orders
+    tol = 1e-10 if dtype == torch.float64 else _f32_tol(steps)
     for name, value in _fields(out).items():
-        assert value.device.type == "cuda", name
-        assert _diff(value, _fields(ref)[name]) <= 1e-10, name
+        assert value.device.type == "cuda" and value.dtype == dtype, name
+        if dtype == torch.float64 or "logits" not in name:
+            assert _diff(value, _fields(ref)[name]) <= tol, name
     gap = gc.nash_gap(gc.MatrixGame(torch.tensor(a, device="cuda")), out.average.row,
                       out.average.col)
     assert gap.device.type == "cuda"
+
+
+@pytest.mark.gpu
+@CUDA
+def test_cuda_batched_play_with_tol_matches_numpy_and_exact_solvers_take_cuda_games():
+    a = _payoff(seed=6, shape=(3, 12, 9))
+    kwargs = dict(steps=3000, alternating=True, averaging="quadratic", tol=1e-3, record_every=4)
+    ref = gc.play(gc.MatrixGame(a), gc.discounted_regret_matching_plus(), **kwargs)
+    game = gc.MatrixGame(torch.tensor(a, device="cuda"))
+    out = gc.play(game, gc.discounted_regret_matching_plus(), **kwargs)
+    assert out.num_steps == ref.num_steps < 3000
+    for name, value in _fields(out).items():
+        assert value.device.type == "cuda", name
+        assert _diff(value, _fields(ref)[name]) <= 1e-10, name
+    lp, ref_lp = gc.solve_lp(game), gc.solve_lp(gc.MatrixGame(a))
+    assert isinstance(lp.row, np.ndarray)  # exact solvers answer in numpy float64
+    np.testing.assert_allclose(lp.value, ref_lp.value, atol=1e-9)
+    piv = gc.solve_pivot(gc.MatrixGame(torch.tensor(a[0], device="cuda")))
+    np.testing.assert_allclose(piv.value, ref_lp.value[0], atol=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
