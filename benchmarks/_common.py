@@ -115,7 +115,8 @@ def _kernels_status() -> str:
 
     if gpo_core._fused.KERNELS is None:
         return "not built (steps run in numpy)"
-    return "built"
+    exp = "glibc's libmvec (vector)" if gpo_core._fused.VECTOR_EXP else "libm (scalar)"
+    return f"built; Hedge's exp from {exp}"
 
 
 # --------------------------------------------------------------------------------- timing

@@ -19,7 +19,8 @@ b. One ``gc.play`` step's cost against the two bare matrix-vector products it ne
    torch tensor (float64 and float32; on CPU, and on CUDA when a GPU is present, where wall time
    with ``torch.cuda.synchronize()`` is compared).
 c. 10,000 games of 10 x 10 in one batched ``play`` call against a Python loop of ``play`` over
-   the single games (same rule, same fixed number of steps; target >= 25x). The batched result
+   the single games (same rule, same fixed number of steps; RM+ and PRM+ alternating, Hedge
+   simultaneous with a uniform average; target >= 25x). The batched result
    is checked against the loop's to 1e-12 on the games the loop ran.
 d. (full run only, and only with enough free memory) a 10,000 x 10,000 float64 game solved to
    Nash gap 1e-3 in a fresh process, with that process's peak resident memory (``VmHWM``) and
@@ -338,10 +339,15 @@ def part_c(num_games: int, loop_games: int, steps: int) -> str:
     games = gc.MatrixGame.random(10, seed=0, batch_shape=(num_games,))
     singles = [gc.MatrixGame(games.payoff[i]) for i in range(loop_games)]
     rows = []
-    for label, make, averaging in (RULES[0], RULES[3]):
-        batched_s, batched = cm.best_of(lambda: _play(games, make, averaging, steps), max_repeat=3)
+    hedge = ("hedge(0.1) (simult., uniform avg)", lambda: gc.hedge(0.1), None)
+    for label, make, averaging in (RULES[0], RULES[3], hedge):
+        if averaging is None:  # Hedge: its theory's schedule (simultaneous, uniform average)
+            run = lambda g: gc.play(g, make(), steps=steps, record_every=1)  # noqa: E731
+        else:
+            run = lambda g: _play(g, make, averaging, steps)  # noqa: E731
+        batched_s, batched = cm.best_of(lambda: run(games), max_repeat=3)
         t0 = time.perf_counter()
-        loop = [_play(g, make, averaging, steps) for g in singles]
+        loop = [run(g) for g in singles]
         loop_s = (time.perf_counter() - t0) * num_games / loop_games
         err = max(
             float(np.max(np.abs(batched.average.row[i] - t.average.row)))

@@ -17,12 +17,16 @@ A torch tensor (any array with DLPack) on the CPU reaches the same kernels throu
 of its memory (:func:`host_view`, no copy, no torch import): ``play`` steps a CPU tensor game's
 regret-matching players in C as it does a numpy game's, and keeps the tensors it returns.
 
+Hedge's C step takes its exps from glibc's vector library where there is one (x86-64 with
+AVX2: :func:`use_vector_exp`, ``VECTOR_EXP``), else from libm one at a time.
+
 ``KERNELS`` is the extension module or ``None``; tests switch it off with
 ``monkeypatch.setattr(gpo_core._fused, "KERNELS", None)`` to run the numpy path.
 """
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import numpy as np
@@ -32,7 +36,39 @@ try:
 except ImportError:  # built without a C compiler: the numpy path
     KERNELS = None
 
-__all__ = ["KERNELS", "HostViews", "accumulate", "host_view", "kernel_arrays"]
+
+def use_vector_exp(on: bool = True) -> bool:
+    """Let the C Hedge step take its exps four or eight at a time from glibc's libmvec (found
+    here with ctypes: the extension has no link-time dependency on it), or (``on=False``) one at
+    a time from libm. Returns whether the vector exps are in use: they need glibc, x86-64 and
+    AVX2. They are within 4 ulp of libm's (2 seen) and about 4.6x faster on this project's
+    machine: the exp pass was half of a batch of 10x10 Hedge games' C step. Which exp an entry
+    gets depends only on its row's length, so a game alone and inside a batch still agree bit
+    for bit. ``VECTOR_EXP`` says which is in use."""
+    global VECTOR_EXP
+    if getattr(KERNELS, "vector_exp", None) is None:  # no kernels, or built before they had it
+        return False
+    addresses = (0, 0)
+    if on:
+        try:
+            lib = ctypes.CDLL("libmvec.so.1")
+            addresses = tuple(
+                ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
+                for name in ("_ZGVdN4v_exp", "_ZGVdN8v_expf")
+            )
+        except (OSError, AttributeError):  # not glibc, or an old one
+            pass
+    VECTOR_EXP = bool(KERNELS.vector_exp(*addresses))
+    return VECTOR_EXP
+
+
+VECTOR_EXP = False
+use_vector_exp()
+
+__all__ = [
+    "KERNELS", "VECTOR_EXP", "HostViews", "accumulate", "host_view", "kernel_arrays",
+    "use_vector_exp",
+]
 
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 _DLPACK_CPU = 1  # DLPack's kDLCPU device type

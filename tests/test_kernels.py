@@ -205,6 +205,19 @@ def test_plays_player_raises_the_rules_error_for_non_finite_utilities(bad, kerne
         step(np.array([0.0, bad, 1.0]), 1.0, np.zeros(3))
 
 
+@pytest.fixture(params=["libm", "libmvec"])
+def exp_source(request):
+    """Hedge's C exp pass one entry at a time (libm's exp), then four or eight at a time (glibc's
+    libmvec, where it and AVX2 are there: fused.use_vector_exp)."""
+    was = fused.VECTOR_EXP
+    on = request.param == "libmvec"
+    if fused.use_vector_exp(on) != on:
+        fused.use_vector_exp(was)
+        pytest.skip("glibc's libmvec with AVX2 is not available on this machine")
+    yield request.param
+    fused.use_vector_exp(was)
+
+
 def _numpy_hedge(u, base, cum, eta, ftrl):
     """Hedge's step in numpy (the path without the C kernels): logits, strategy, cum."""
     from gpo_core.simplex import _log_softmax, _softmax
@@ -217,8 +230,8 @@ def _numpy_hedge(u, base, cum, eta, ftrl):
 @needs_c
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("ftrl", [False, True])
-@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 1000])
-def test_the_c_hedge_step_equals_the_numpy_step_to_rounding(dtype, ftrl, n):
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 8, 9, 12, 17, 1000])
+def test_the_c_hedge_step_equals_the_numpy_step_to_rounding(dtype, ftrl, n, exp_source):
     """One exp pass in C (strategy e / sum e) against numpy's log_softmax, then softmax; spread
     logits reach exp's underflow (entries 200-1500 below the top), which C returns as 0 directly
     and numpy by way of libm: the strategies there are 0 in both."""
@@ -241,7 +254,9 @@ def test_the_c_hedge_step_equals_the_numpy_step_to_rounding(dtype, ftrl, n):
 
 
 @needs_c
-def test_the_c_hedge_step_reports_non_finite_utilities_and_hedge_step_is_hedge_then_sums():
+def test_the_c_hedge_step_reports_non_finite_utilities_and_hedge_step_is_hedge_then_sums(
+    exp_source,
+):
     rng = np.random.default_rng(2)
     u, base, cum, x, acc = (rng.normal(size=(2, 9)) for _ in range(5))
     outs1 = [np.empty_like(u) for _ in range(3)]
@@ -306,12 +321,16 @@ def test_batched_play_takes_the_batched_c_step(make, kernel, kernel_calls):
 
 
 @needs_c
-def test_the_batched_hedge_step_writes_each_games_maxima():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [5, 11])
+def test_the_batched_hedge_step_writes_each_games_maxima(dtype, n, exp_source):
+    """Rows of 5 and 11 entries: with the vector exps part of each row takes them and the rest
+    libm's, at the same positions in every row, so a game alone gives the batch's bits."""
     rng = np.random.default_rng(6)
-    u, base, cum, x, acc = (rng.normal(size=(3, 5)) for _ in range(5))
-    xs, us = rng.random((3, 5)), rng.random((3, 5))
+    u, base, cum, x, acc = (rng.normal(size=(3, n)).astype(dtype) for _ in range(5))
+    xs, us = rng.random((3, n)).astype(dtype), rng.random((3, n)).astype(dtype)
     outs = [np.empty_like(u) for _ in range(3)]
-    tops, nows = np.empty(3), np.empty(3)
+    tops, nows = np.empty(3, dtype), np.empty(3, dtype)
     assert KERNELS.hedge_step(u, base, cum, *outs, 0.4, False, 2.0, x, xs, acc, us,
                               tops, nows) == (0.0, 0.0)
     for b in range(3):
@@ -322,3 +341,40 @@ def test_the_batched_hedge_step_writes_each_games_maxima():
         assert (tops[b], nows[b]) == (top, now)
         for a, c in zip(outs, one):
             np.testing.assert_array_equal(a[b], c)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_vector_exps_are_within_4_ulp_of_libm_and_keep_exp0s_zeros(dtype):
+    """glibc documents its vector exps to 4 ulp; the strategies they give stay within a few ulp
+    of libm's, entry by entry, and exactly 0 where exp0 returns 0 (far below the top entry),
+    subnormal where libm's are. Logits spread from 0 to 800 below the top (past exp's underflow
+    in both precisions) over rows of every length up to 20."""
+    was = fused.VECTOR_EXP
+    if not fused.use_vector_exp(True):
+        fused.use_vector_exp(was)
+        pytest.skip("glibc's libmvec with AVX2 is not available on this machine")
+    rng = np.random.default_rng(8)
+    eps = float(np.finfo(dtype).eps)
+    try:
+        for n in range(1, 21):
+            u = np.zeros((50, n), dtype)
+            base = (-800.0 * rng.random((50, n)) ** 3).astype(dtype)
+            cum = np.zeros_like(u)
+            outs = {}
+            for on in (False, True):
+                fused.use_vector_exp(on)
+                z, p, c = np.empty_like(u), np.empty_like(u), np.empty_like(u)
+                assert KERNELS.hedge(u, base, cum, z, p, c, 1.0, False) == 0
+                outs[on] = z, p
+            (z0, p0), (z1, p1) = outs[False], outs[True]
+            np.testing.assert_array_equal(p0 == 0, p1 == 0)
+            tiny = float(np.finfo(dtype).tiny)
+            normal = p0 >= tiny
+            np.testing.assert_allclose(p1[normal], p0[normal], rtol=6 * eps, atol=0)
+            # subnormal strategies: within 4 ulp of the smallest subnormal's step, in units
+            np.testing.assert_allclose(p1[~normal], p0[~normal], rtol=0,
+                                       atol=4 * tiny * eps * 2)
+            np.testing.assert_allclose(z1, z0, rtol=0, atol=4 * eps * np.abs(z0).max())
+    finally:
+        fused.use_vector_exp(was)
