@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         "c": "10,000 games, loop timed on 500 games and scaled, 100 steps" if q
         else "10,000 games, loop over all 10,000, 100 steps",
         "d": f"10,000 × 10,000, gap 1e-3, cap 300 s, HiGHS cap {args.d_highs_cap:g} s",
-        "g": f"sizes {g_sizes}, device {args.g_device or 'cuda'}, {reps_g} alternating blocks "
+        "g": f"sizes {g_sizes}, device {args.g_device or 'cuda (when visible)'}, {reps_g} alternating blocks "
         "of ~50 ms; gap 1e-4 (1e-3 above n = 3000), cap 60 s",
     }
     head = cm.header(
