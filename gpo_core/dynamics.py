@@ -24,7 +24,10 @@ float32, and a game built from a torch tensor runs in torch on the tensor's devi
 games), with no change to the call. See :class:`Trajectory` for which fields follow the game. (On
 the CPU, one tensor game's regret-matching players step in gpo_core's C kernel, on the tensors'
 memory through numpy views: the same arithmetic as a numpy game, without torch's per-operation
-dispatch; the matrix-vector products stay in torch.)
+dispatch; the matrix-vector products stay in torch.) On a GPU the built-in rules step without
+their per-step finiteness test (``rule.step.unchecked``; play's utilities are mixtures of the
+checked payoffs, and play checks its running sums once at the end), so no step waits for the
+device unless ``tol`` asks for a stop test.
 """
 
 from __future__ import annotations
@@ -230,6 +233,8 @@ def play(
                 break
         x, y = x_next, y_next
 
+    if xp is not np and views is None:
+        _check_finite_sums(xp, ux_sum, uy_sum)
     return Trajectory(
         last=Profile(_xp.copy(xp, x), _xp.copy(xp, y)),
         average=Profile(x_sum / weight_sum, y_sum / weight_sum),
@@ -299,14 +304,33 @@ def _player(
 
         return step_in_place, lambda: state._replace(strategy=x, cum_regret=q, count=count)
 
+    # Another library's arrays (a GPU's): the built-in rules' step without the finiteness test,
+    # which waits for the device every step; play checks its running sums once at the end.
+    rule_step = rule.step if xp is np else getattr(rule.step, "unchecked", rule.step)
+
     def step(u: Any, w: float, acc: Any) -> tuple[Any, Any, Any]:
         nonlocal state, played
         top = _fused.accumulate(w, played, total, acc, u_total)
-        state = rule.step(state, u)
+        state = rule_step(state, u)
         played = _probabilities(xp, state)
         return played, top, None
 
     return step, lambda: state
+
+
+def _check_finite_sums(xp: Any, ux_sum: Any, uy_sum: Any) -> None:
+    """Raise if the running sums of ``w_t A y_t`` and ``-w_t A^T x_t`` are not finite: they
+    keep any inf or nan a step's utilities had (the rules' per-step test, skipped on this path:
+    see ``rules._unchecked``) and they overflow where ``|A|`` times the total weight (up to
+    ``T^3 / 3``) passes the dtype's range, which torch, unlike numpy, does not warn about. One
+    wait for the device per run."""
+    if not bool(xp.all(xp.isfinite(ux_sum)) & xp.all(xp.isfinite(uy_sum))):
+        raise ValueError(
+            "play's running sums of the utilities A y and -A^T x are not finite (nan or inf): "
+            "the payoffs are too large for the dtype over this many steps (the sums reach "
+            "max |A| times the total weight); scale the game down (its equilibria do not "
+            "change) or use float64"
+        )
 
 
 def _kernel_buffers(

@@ -54,6 +54,7 @@ from gpo_core.rules import (
     _in_place_takes,
     _normalise_or_keep,
     _regret_matching_into,
+    _unchecked,
 )
 from gpo_core.simplex import _safe_log, _softmax
 
@@ -111,20 +112,22 @@ def predictive_regret_matching_plus() -> UpdateRule:
             )
             return PRMPlusState(strategy, q, state.count + 1)
         xp, u = _check_utilities(x, utilities)
+        return generic(state, u, xp)
+
+    def generic(state: PRMPlusState, u: Any, xp: Any) -> PRMPlusState:
+        x = state.strategy
         # u - <u, x>, with 1-ulp rounding noise zeroed exactly as RM+ does: when all actions tie
         # the regret (and so the prediction) is 0 and PRM+ keeps its strategy instead of jumping.
         regret = _instant_regret(u, x, xp)  # a new array: the updates below touch no input
         q = _xp.relu_(xp, state.cum_regret + regret)  # Q' = [Q + r]^+
         theta = _xp.relu_(xp, q + regret)  # theta = [Q' + r]^+
         total = xp.sum(theta, axis=-1, keepdims=True)
-        if (total.min() if xp is np else xp.min(total)) > 0:  # common: no fallback, no copies
-            theta /= total
-            return PRMPlusState(theta, q, state.count + 1)
         # No positive predicted regret: keep playing the current strategy (any point of the
         # simplex keeps the guarantee, see the module docstring).
         return PRMPlusState(_normalise_or_keep(xp, theta, total, x), q, state.count + 1)
 
     step.in_place = _prm_plus_into  # what play runs on one numpy game, with its own buffers
+    step.unchecked = _unchecked(generic)
     return UpdateRule(init, step, "prm+")
 
 

@@ -241,6 +241,22 @@ def _non_finite(utilities: Any) -> ValueError:
     )
 
 
+def _unchecked(generic: Callable[[Any, Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """``rule.step.unchecked``: the rule's library-neutral step ``generic(state, u, xp)`` without
+    ``_check_utilities``, for :func:`gpo_core.play` on arrays of another library (a GPU's).
+
+    play's utilities are ``A y`` and ``-A^T x`` of a checked game: already in the state's
+    library, dtype, device and shape, and finite unless the products overflow, which play
+    detects once at the end from its running sums. The finiteness test costs a wait for the
+    device at every step (the answer must reach the host to raise), which on a GPU idles it
+    while the next operations are launched."""
+
+    def unchecked(state: Any, utilities: Any) -> Any:
+        return generic(state, utilities, _xp.namespace(utilities))
+
+    return unchecked
+
+
 def _init_logits(logits: Any) -> tuple[Any, np.ndarray]:
     """``(xp, z)``: the logits' namespace and the checked, normalised logits (a new array)."""
     z = _xp.as_float_array(logits, "logits", min_ndim=1)
@@ -293,15 +309,19 @@ def hedge(eta: float | Schedule = 0.1) -> UpdateRule:
                 raise _non_finite(utilities)
             return HedgeState(z, state.prior, cum, count, p)
         xp, u = _check_utilities(state.logits, utilities)
+        return generic(state, u, xp)
+
+    def generic(state: HedgeState, u: Any, xp: Any) -> HedgeState:
         cum = state.cum_utility + u
         if fixed:
             z = _mirror_step(state.logits, u, schedule.eta, xp=xp)
         else:
             z = _log_softmax(xp, state.prior + eta_after(state.count) * cum)
-        return HedgeState(z, state.prior, cum, count, _softmax(xp, z))
+        return HedgeState(z, state.prior, cum, state.count + 1, _softmax(xp, z))
 
     # what play runs on one game with its own buffers (the same C call and arithmetic)
     step.hedge = (eta_after, not fixed)
+    step.unchecked = _unchecked(generic)
 
     return UpdateRule(init, step, f"hedge(eta={_label(schedule)})")
 
@@ -338,10 +358,14 @@ def mmd(eta: float | Schedule = 0.1, alpha: float = 0.05, magnet: Any = None) ->
 
     def step(state: MMDState, utilities: Any) -> MMDState:
         xp, u = _check_utilities(state.logits, utilities)
+        return generic(state, u, xp)
+
+    def generic(state: MMDState, u: Any, xp: Any) -> MMDState:
         count = state.count + 1
         z = _mirror_step(state.logits, u, float(schedule(count)), alpha, state.log_magnet, xp)
         return MMDState(z, state.log_magnet, count)
 
+    step.unchecked = _unchecked(generic)
     return UpdateRule(init, step, f"mmd(eta={_label(schedule)}, alpha={alpha:g})")
 
 
@@ -371,6 +395,15 @@ def optimistic(rule: UpdateRule) -> UpdateRule:
         ahead = rule.step(base, utilities)
         return OptimisticState(ahead.logits, base, state.count + 1)
 
+    base_unchecked = getattr(rule.step, "unchecked", None)
+    if base_unchecked is not None:
+
+        def unchecked(state: OptimisticState, utilities: Any) -> OptimisticState:
+            base = base_unchecked(state.base, utilities)
+            ahead = base_unchecked(base, utilities)
+            return OptimisticState(ahead.logits, base, state.count + 1)
+
+        step.unchecked = unchecked
     return UpdateRule(init, step, f"optimistic({rule.name})")
 
 
@@ -405,23 +438,32 @@ def _regret_matching_plus_rule(discount: Callable[[int], float] | None, name: st
             strategy = in_place(x, utilities, q, np.empty_like(x), np.empty_like(x), state.count)
             return RMPlusState(q, state.count + 1, strategy)
         xp, u = _check_utilities(x, utilities)
+        return generic(state, u, xp)
+
+    def generic(state: RMPlusState, u: Any, xp: Any) -> RMPlusState:
+        x = state.strategy
         q = state.cum_regret
         if discount is not None:  # d * Q, then + r: the in-place step's two roundings
             q = q * discount(state.count)
         # a new array: safe to clip in place
         q = _xp.relu_(xp, q + _instant_regret(u, x, xp))
         total = xp.sum(q, axis=-1, keepdims=True)
-        if (total.min() if xp is np else xp.min(total)) > 0:  # common: no fallback, no copies
-            return RMPlusState(q, state.count + 1, q / total)
         # No positive regret yet (or all regrets cancelled): keep playing the current strategy.
         return RMPlusState(q, state.count + 1, _normalise_or_keep(xp, q, total, x))
 
     step.in_place = in_place  # what play runs on one numpy game, with its own buffers
+    step.unchecked = _unchecked(generic)
     return UpdateRule(init, step, name)
 
 
 def _normalise_or_keep(xp: Any, v: Any, total: Any, x: Any) -> Any:
-    """``v / total`` where ``total > 0``; the current strategy ``x`` elsewhere."""
+    """``v / total`` where ``total > 0``; the current strategy ``x`` elsewhere.
+
+    numpy: one test of the smallest total settles the common case (every total positive) with
+    one division. Other libraries: both branches, element by element, with no test on the host
+    (on a GPU a test waits for the device)."""
+    if xp is np and total.min() > 0:
+        return v / total
     positive = total > 0
     return xp.where(positive, v / xp.where(positive, total, 1.0), x)
 
@@ -550,8 +592,8 @@ def _instant_regret(u: np.ndarray, x: np.ndarray, xp: Any = np) -> np.ndarray:
         noise = 16.0 * eps * max(float(u.max()), -float(u.min()))
         regret[np.abs(regret) <= noise] = 0.0
         return regret
-    # Batched games, or another library: no host round trip here (the rule's step still waits
-    # for the GPU in _check_utilities' finiteness test and at its "any positive regret" test).
+    # Batched games, or another library: no host round trip (play's steps on a GPU wait for it
+    # nowhere: see _unchecked and _normalise_or_keep).
     regret = u - xp.sum(u * x, axis=-1, keepdims=True)
     noise = 16.0 * eps * xp.max(xp.abs(u), axis=-1, keepdims=True)
     return xp.where(xp.abs(regret) <= noise, 0.0, regret)

@@ -467,6 +467,61 @@ def test_play_never_reads_a_tensor_through_numpy_so_it_runs_as_on_a_gpu(rule, dt
     assert int(br.action) == int(ref_br.action) and _diff(br.value, ref_br.value) <= tol
 
 
+class _DeviceWaits:
+    """Counts the times torch copies a tensor's value to the host (``_local_scalar_dense``: every
+    ``bool(t)``, ``float(t)``, ``t.item()``); on a GPU each one waits for the device."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func.overloadpacket.__name__ == "_local_scalar_dense":
+                    counter.waits += 1
+                return func(*args, **(kwargs or {}))
+
+        self.waits = 0
+        self.mode = Mode()
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_play_on_the_device_path_waits_for_the_device_only_for_tol(rule, monkeypatch):
+    """Without tol, a run's waits do not grow with its steps (the rules' finiteness test and
+    regret matching's "any positive regret" branch are off the host); with tol, one per step
+    (the stop test). Measured on CPU tensors with numpy's access refused, the path a GPU takes."""
+    a = torch.tensor(_payoff(seed=22, shape=(6, 6)))
+    if rule == "mmd_magnet":
+        a = a[:5, :5].clone()
+    game = gc.MatrixGame(a)
+    _no_host_access(monkeypatch)
+
+    def waits(steps, tol):
+        counter = _DeviceWaits()
+        with counter.mode:
+            gc.play(game, RULES[rule](), steps=steps, record_every=steps, tol=tol,
+                    alternating=True, averaging="linear")
+        return counter.waits
+
+    assert waits(60, None) == waits(30, None)
+    assert waits(60, 1e-15) - waits(30, 1e-15) == 30
+
+
+@pytest.mark.parametrize("rule", ["rm+", "hedge", "optimistic"])
+def test_play_on_the_device_path_raises_when_its_running_sums_overflow(rule, monkeypatch):
+    """Payoffs near float64's limit: each utility is finite (a mixture of A's entries) but the
+    running sums overflow within a few steps. numpy warns (RuntimeWarning) and returns nan
+    gaps; torch would be silent, so the device path raises, once, after the run."""
+    a = torch.full((4, 4), 1e308, dtype=torch.float64)
+    a[0, 1] = -1e308
+    _no_host_access(monkeypatch)
+    with pytest.raises(ValueError, match="running sums .* not finite.*scale the game down"):
+        gc.play(gc.MatrixGame(a), RULES[rule](), steps=5)
+    ok = gc.play(gc.MatrixGame(a / 1e300), RULES[rule](), steps=5)  # the same game, scaled
+    assert bool(torch.all(torch.isfinite(ok.nash_gap)))
+
+
 # ------------------------------------------------------------------------------------ CUDA
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible)")
 
