@@ -314,6 +314,9 @@ def part_b(sizes: list[int], reps: int, threads: int = 1) -> str:
         ("DRM+ (alt., quadratic avg), tol=1e-12", gc.discounted_regret_matching_plus,
          dict(alternating=True, averaging="quadratic", tol=1e-12)),
         ("hedge(0.1) (simult., uniform avg)", lambda: gc.hedge(0.1), {}),
+        ("mmd(0.1, alpha=0.05) (simult., uniform avg)", lambda: gc.mmd(0.1, alpha=0.05), {}),
+        ("optimistic(hedge(0.1)) (simult., uniform avg)",
+         lambda: gc.optimistic(gc.hedge(0.1)), {}),
     )
     for n in sizes:
         game = gc.MatrixGame.random(n, seed=0)

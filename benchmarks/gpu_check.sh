@@ -44,7 +44,7 @@ PY
 log "machine"
 { nvidia-smi 2>&1 | head -15; "$PY" -c "import torch, numpy, gpo_core._fused as f; print('torch',
 torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__, 'kernels',
-f.KERNELS is not None)"; } 2>&1 | tee -a "$OUT/gpu_check.log"
+f.KERNELS is not None, "vector exp", f.VECTOR_EXP)"; } 2>&1 | tee -a "$OUT/gpu_check.log"
 
 log "tests: tensors (CUDA ones included), kernels"
 timeout 200 "$PY" -m pytest -q -rs -p no:randomly tests/test_array_api.py tests/test_kernels.py \

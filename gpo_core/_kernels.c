@@ -36,6 +36,11 @@
  *     hedge, then accumulate(w, x, x_sum, acc, acc_sum), in one call (play's Hedge step for one
  *     player), returning (and with tops and nows writing) as step does.
  *
+ * mirror(u, base, m, z_out, p_out, eta, k, d) -> int
+ * mirror_step(u, base, m, z_out, p_out, eta, k, d, w, x, x_sum, acc, acc_sum[, tops, nows])
+ *     MMD's step (the logits base pulled toward the log-magnet m, k = eta * alpha,
+ *     d = 1 + eta * alpha) through Hedge's exp pass, and with the sums as hedge_step.
+ *
  * vector_exp(address_d, address_f) -> bool
  *     Hedge's exp pass uses glibc's vector exp at these addresses (found by gpo_core/_fused.py),
  *     or the scalar exp when they are 0 or the CPU lacks AVX2 (see exp_rows_d).
@@ -506,28 +511,45 @@ static PyObject *vector_exp(PyObject *self, PyObject *const *args, Py_ssize_t na
 }
 
 /* Hedge's step on each row: cum' = cum + u; zn = base + eta * (ftrl ? cum' : u) (the KL-proximal
- * form from the current logits, or dual averaging from the prior); with top = max(zn) and
+ * form from the current logits, or dual averaging from the prior); or, given a log-magnet m
+ * (then cum and cum_out are NULL), MMD's zn = ((base + k * m) + eta * u) / d with k = eta * alpha
+ * and d = 1 + eta * alpha, as rules._mirror_step rounds it. Then with top = max(zn) and
  * e = exp(zn - top): z' = zn - (log(sum e) + top), p = e / sum(e). One exp pass where numpy's
  * log_softmax and softmax take two; the same roundings as numpy in every elementwise operation
  * (sum(e) in double with four partial sums). Returns 1 if some u is not finite (arrays partly
  * written), else 0. */
 #define DEFINE_HEDGE(NAME, T, EXP0, LOG, EXP_ROWS)                                              \
-    static int NAME(const T *restrict u, const T *restrict base, const T *restrict cum,       \
-                    T *restrict z, T *restrict p, T *restrict cum_out, Py_ssize_t rows,       \
-                    Py_ssize_t n, double eta_d, int ftrl) {                                   \
-        const T eta = (T)eta_d;                                                                \
-        for (Py_ssize_t b = 0; b < rows;                                                       \
-             b++, u += n, base += n, cum += n, z += n, p += n, cum_out += n) {                \
+    static int NAME(const T *restrict u_all, const T *restrict base_all,                      \
+                    const T *restrict cum_all, const T *restrict m_all, T *restrict z_all,    \
+                    T *restrict p_all, T *restrict cum_out_all, Py_ssize_t rows,              \
+                    Py_ssize_t n, double eta_d, int ftrl, double k_d, double d_d) {           \
+        const T eta = (T)eta_d, k = (T)k_d, d = (T)d_d;                                        \
+        for (Py_ssize_t b = 0; b < rows; b++) {                                                \
+            const T *u = u_all + b * n, *base = base_all + b * n;                              \
+            T *z = z_all + b * n, *p = p_all + b * n;                                          \
             double check = 0.0; /* u * 0 is nan exactly where u is inf or nan */               \
             T top = -(T)INFINITY;                                                              \
-            for (Py_ssize_t i = 0; i < n; i++) {                                               \
-                check += (double)u[i] * 0.0;                                                   \
-                T c = cum[i] + u[i];                                                           \
-                cum_out[i] = c;                                                                \
-                T step = eta * (ftrl ? c : u[i]);                                              \
-                T zi = base[i] + step;                                                         \
-                z[i] = zi;                                                                     \
-                top = zi > top ? zi : top;                                                     \
+            if (m_all != NULL) {                                                               \
+                const T *m = m_all + b * n;                                                    \
+                for (Py_ssize_t i = 0; i < n; i++) {                                           \
+                    check += (double)u[i] * 0.0;                                               \
+                    T a = base[i] + k * m[i];                                                  \
+                    T zi = (a + eta * u[i]) / d;                                               \
+                    z[i] = zi;                                                                 \
+                    top = zi > top ? zi : top;                                                 \
+                }                                                                              \
+            } else {                                                                           \
+                const T *cum = cum_all + b * n;                                                \
+                T *cum_out = cum_out_all + b * n;                                              \
+                for (Py_ssize_t i = 0; i < n; i++) {                                           \
+                    check += (double)u[i] * 0.0;                                               \
+                    T c = cum[i] + u[i];                                                       \
+                    cum_out[i] = c;                                                            \
+                    T step = eta * (ftrl ? c : u[i]);                                          \
+                    T zi = base[i] + step;                                                     \
+                    z[i] = zi;                                                                 \
+                    top = zi > top ? zi : top;                                                 \
+                }                                                                              \
             }                                                                                  \
             if (check != 0.0) return 1;                                                        \
             double s[4] = {0.0, 0.0, 0.0, 0.0};                                                \
@@ -572,11 +594,11 @@ static PyObject *hedge(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     if (kind < 0) return NULL;
     int status;
     if (kind == 8)
-        status = hedge_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, rows, n,
-                         eta, ftrl);
+        status = hedge_d(v[0].buf, v[1].buf, v[2].buf, NULL, v[3].buf, v[4].buf, v[5].buf, rows,
+                         n, eta, ftrl, 0.0, 1.0);
     else
-        status = hedge_f(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, rows, n,
-                         eta, ftrl);
+        status = hedge_f(v[0].buf, v[1].buf, v[2].buf, NULL, v[3].buf, v[4].buf, v[5].buf, rows,
+                         n, eta, ftrl, 0.0, 1.0);
     release(v, 6);
     return PyLong_FromLong(status);
 }
@@ -609,17 +631,90 @@ static PyObject *hedge_step(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     double top = NAN, acc_top = NAN;
-    int bad = kind == 8 ? hedge_d(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf,
-                                  rows, n, eta, ftrl)
-                        : hedge_f(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf,
-                                  rows, n, eta, ftrl);
+    int bad = kind == 8 ? hedge_d(v[0].buf, v[1].buf, v[2].buf, NULL, v[3].buf, v[4].buf,
+                                  v[5].buf, rows, n, eta, ftrl, 0.0, 1.0)
+                        : hedge_f(v[0].buf, v[1].buf, v[2].buf, NULL, v[3].buf, v[4].buf,
+                                  v[5].buf, rows, n, eta, ftrl, 0.0, 1.0);
     if (!bad) top = sums(kind, w, v + 6, size, rows, n, per_row ? r : NULL, &acc_top);
     release(v, 10);
     if (per_row) release(r, 2);
     return Py_BuildValue("(dd)", top, acc_top);
 }
 
+/* The three floats of MMD's step: eta, k = eta * alpha and d = 1 + eta * alpha. */
+static int parse_mirror_scalars(PyObject *const *args, double *out) {
+    for (int j = 0; j < 3; j++) {
+        out[j] = PyFloat_AsDouble(args[j]);
+        if (out[j] == -1.0 && PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
+
+/* mirror(u, base, m, z_out, p_out, eta, k, d) -> int: MMD's step on each row (see DEFINE_HEDGE):
+ * the new normalised logits z_out and the strategy p_out from the logits base and the
+ * log-magnet m. Returns 0, or 1 if some row of u is not finite. */
+static PyObject *mirror(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "mirror(u, base, m, z_out, p_out, eta, k, d)");
+        return NULL;
+    }
+    double c[3];
+    if (parse_mirror_scalars(args + 5, c) < 0) return NULL;
+    Py_buffer v[5];
+    static const int writable[5] = {0, 0, 0, 1, 1};
+    Py_ssize_t n, size, rows;
+    int kind = take_rows(args, writable, 5, v, &n, &size, &rows);
+    if (kind < 0) return NULL;
+    int status = kind == 8 ? hedge_d(v[0].buf, v[1].buf, NULL, v[2].buf, v[3].buf, v[4].buf,
+                                     NULL, rows, n, c[0], 0, c[1], c[2])
+                           : hedge_f(v[0].buf, v[1].buf, NULL, v[2].buf, v[3].buf, v[4].buf,
+                                     NULL, rows, n, c[0], 0, c[1], c[2]);
+    release(v, 5);
+    return PyLong_FromLong(status);
+}
+
+/* mirror_step(u, base, m, z_out, p_out, eta, k, d, w, x, x_sum, acc, acc_sum[, tops, nows])
+ * -> (float, float): mirror, then accumulate(w, x, x_sum, acc, acc_sum), as hedge_step. */
+static PyObject *mirror_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 13 && nargs != 15) {
+        PyErr_SetString(PyExc_TypeError, "mirror_step(u, base, m, z_out, p_out, eta, k, d, w, "
+                                         "x, x_sum, acc, acc_sum[, tops, nows])");
+        return NULL;
+    }
+    double c[4];
+    if (parse_mirror_scalars(args + 5, c) < 0) return NULL;
+    c[3] = PyFloat_AsDouble(args[8]);
+    if (c[3] == -1.0 && PyErr_Occurred()) return NULL;
+    PyObject *objs[9] = {args[0], args[1], args[2], args[3], args[4],
+                         args[9], args[10], args[11], args[12]};
+    Py_buffer v[9];
+    static const int writable[9] = {0, 0, 0, 1, 1, 0, 1, 0, 1};
+    Py_ssize_t n, size, rows;
+    int kind = take_rows(objs, writable, 9, v, &n, &size, &rows);
+    if (kind < 0) return NULL;
+    Py_buffer r[2];
+    int per_row = nargs == 15;
+    if (per_row && take_row_outputs(args + 13, kind, rows, r) < 0) {
+        release(v, 9);
+        return NULL;
+    }
+    double top = NAN, acc_top = NAN;
+    int bad = kind == 8 ? hedge_d(v[0].buf, v[1].buf, NULL, v[2].buf, v[3].buf, v[4].buf, NULL,
+                                  rows, n, c[0], 0, c[1], c[2])
+                        : hedge_f(v[0].buf, v[1].buf, NULL, v[2].buf, v[3].buf, v[4].buf, NULL,
+                                  rows, n, c[0], 0, c[1], c[2]);
+    if (!bad) top = sums(kind, c[3], v + 5, size, rows, n, per_row ? r : NULL, &acc_top);
+    release(v, 9);
+    if (per_row) release(r, 2);
+    return Py_BuildValue("(dd)", top, acc_top);
+}
+
 static PyMethodDef methods[] = {
+    {"mirror_step", (PyCFunction)(void (*)(void))mirror_step, METH_FASTCALL,
+     "mirror_step(u, base, m, z_out, p_out, eta, k, d, w, x, x_sum, acc, acc_sum[, tops, nows])"
+     " -> (max(acc_sum), max(acc))"},
+    {"mirror", (PyCFunction)(void (*)(void))mirror, METH_FASTCALL,
+     "mirror(u, base, m, z_out, p_out, eta, k, d) -> 0, or 1 for non-finite u"},
     {"hedge_step", (PyCFunction)(void (*)(void))hedge_step, METH_FASTCALL,
      "hedge_step(u, base, cum, z_out, p_out, cum_out, eta, ftrl, w, x, x_sum, acc, acc_sum"
      "[, tops, nows]) -> (max(acc_sum), max(acc))"},

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -41,7 +42,14 @@ import numpy as np
 from gpo_core import _fused, _xp
 from gpo_core._validate import check_positive, check_positive_int, check_strategy, short
 from gpo_core.games import MatrixGame, col_utilities, row_utilities
-from gpo_core.rules import HedgeState, UpdateRule, _is_vector, _non_finite
+from gpo_core.rules import (
+    HedgeState,
+    MMDState,
+    OptimisticState,
+    UpdateRule,
+    _is_vector,
+    _non_finite,
+)
 from gpo_core.simplex import _safe_log, _softmax
 
 __all__ = ["Profile", "Trajectory", "play"]
@@ -270,14 +278,19 @@ def _player(
     """
     in_place = getattr(rule.step, "in_place", None)
     hedge = getattr(rule.step, "hedge", None)
-    if (in_place is not None or hedge is not None) and (
+    mirror = getattr(rule.step, "mirror", None)
+    ahead = getattr(rule.step, "optimistic_hedge", None)
+    if (in_place, hedge, mirror, ahead) != (None, None, None, None) and (
         xp is np or (views is not None and payoff.ndim == 2)
     ):
-        on_kernel = (
-            _regret_matching_player(xp, in_place, state, payoff, total, u_total, views)
-            if in_place is not None
-            else _hedge_player(xp, hedge, state, payoff, total, u_total, views)
-        )
+        if in_place is not None:
+            on_kernel = _regret_matching_player(xp, in_place, state, payoff, total, u_total, views)
+        elif hedge is not None:
+            on_kernel = _hedge_player(xp, hedge, state, payoff, total, u_total, views)
+        elif mirror is not None:
+            on_kernel = _mirror_player(xp, mirror, state, payoff, total, u_total, views)
+        else:
+            on_kernel = _optimistic_hedge_player(xp, ahead, state, payoff, total, u_total, views)
         if on_kernel is not None:
             return on_kernel
 
@@ -434,6 +447,109 @@ def _hedge_player(
         return (p, *per_game) if per_game else (p, top, now)
 
     return step_hedge, lambda: HedgeState(z, state.prior, cum, count, p)
+
+
+def _optimistic_hedge_player(
+    xp: Any, hedge: Any, state: Any, payoff: Any, total: Any, u_total: Any,
+    views: _fused.HostViews | None,
+) -> tuple[Any, Any] | None:
+    """:func:`_player` for ``optimistic(hedge(...))`` with the C kernels: each step is the base
+    state's Hedge step (``hedge``) and the look-ahead step from it with the running sums
+    (``hedge_step``), two C calls on buffers owned here, bit-identical to ``rule.step`` (which
+    makes the same two calls through Hedge's own ``rule.step``). ``None`` where it does not
+    apply."""
+    base = getattr(state, "base", None)
+    if _fused.KERNELS is None or not isinstance(base, HedgeState):
+        return None
+    eta_after, ftrl = hedge
+    arrays = (base.logits, base.prior, base.cum_utility, base.strategy, state.logits,
+              state.strategy)
+    if any(a.shape != total.shape or a.dtype != payoff.dtype for a in arrays):
+        return None
+    # the base state (two of each: a step reads one and writes the other), the look-ahead's
+    # logits and strategy (two of each: the strategy played stays valid until the next call but
+    # one) and its cumulative utility (written, never read: the base keeps the sum)
+    zb, pb, cb = (_xp.copy(xp, a) for a in (base.logits, base.strategy, base.cum_utility))
+    zb2, pb2, cb2 = (_xp.copy(xp, a) for a in (zb, pb, cb))
+    za, pa = _xp.copy(xp, state.logits), _xp.copy(xp, state.strategy)
+    za2, pa2, ca = _xp.copy(xp, za), _xp.copy(xp, pa), _xp.copy(xp, cb)
+    buffers = _kernel_buffers(
+        xp, [zb, pb, cb, zb2, pb2, cb2, za, pa, za2, pa2, ca, base.prior, total, u_total],
+        total, views,
+    )
+    if buffers is None:
+        return None
+    (zbv, pbv, cbv, zb2v, pb2v, cb2v, zav, pav, za2v, pa2v, cav, prior_v, total_v,
+     u_total_v), see, per_game = buffers
+    count, base_count = state.count, base.count
+    kernels = _fused.KERNELS
+
+    def step_optimistic(u: Any, w: float, acc: Any) -> tuple[Any, Any, Any]:
+        nonlocal zb, pb, cb, zb2, pb2, cb2, za, pa, za2, pa2
+        nonlocal zbv, pbv, cbv, zb2v, pb2v, cb2v, zav, pav, za2v, pa2v, count, base_count
+        uv = see(u)
+        if kernels.hedge(uv, prior_v if ftrl else zbv, cbv, zb2v, pb2v, cb2v,
+                         eta_after(base_count), ftrl):
+            raise _non_finite(uv)
+        zb, zb2, pb, pb2, cb, cb2 = zb2, zb, pb2, pb, cb2, cb
+        zbv, zb2v, pbv, pb2v, cbv, cb2v = zb2v, zbv, pb2v, pbv, cb2v, cbv
+        top, now = kernels.hedge_step(
+            uv, prior_v if ftrl else zbv, cbv, za2v, pa2v, cav, eta_after(base_count + 1), ftrl,
+            w, pav, total_v, see(acc), u_total_v, *per_game,
+        )
+        za, za2, pa, pa2 = za2, za, pa2, pa
+        zav, za2v, pav, pa2v = za2v, zav, pa2v, pav
+        count += 1
+        base_count += 1
+        return (pa, *per_game) if per_game else (pa, top, now)
+
+    def final() -> Any:
+        return OptimisticState(za, HedgeState(zb, base.prior, cb, base_count, pb), count, pa)
+
+    return step_optimistic, final
+
+
+def _mirror_player(
+    xp: Any, mirror: Any, state: Any, payoff: Any, total: Any, u_total: Any,
+    views: _fused.HostViews | None,
+) -> tuple[Any, Any] | None:
+    """:func:`_player` for MMD (``alpha > 0``, finite steps) with the C kernels: as
+    :func:`_hedge_player`, with the rule's ``(schedule, alpha)`` (``rule.step.mirror``) and the
+    log-magnet copied once to every game's row. ``None`` where it does not apply."""
+    if _fused.KERNELS is None or not isinstance(state, MMDState):
+        return None
+    schedule, alpha = mirror
+    if not alpha > 0 or not math.isfinite(float(schedule(state.count + 1))):
+        return None
+    arrays = (state.logits, state.strategy)
+    if any(a.shape != total.shape or a.dtype != payoff.dtype for a in arrays):
+        return None
+    if state.log_magnet.dtype != payoff.dtype:
+        return None
+    magnet = _xp.copy(xp, xp.broadcast_to(state.log_magnet, total.shape))
+    z, p = (_xp.copy(xp, a) for a in arrays)  # two of each: a step reads one, writes the other
+    z2, p2 = _xp.copy(xp, z), _xp.copy(xp, p)
+    buffers = _kernel_buffers(xp, [z, p, z2, p2, magnet, total, u_total], total, views)
+    if buffers is None:
+        return None
+    (zv, pv, z2v, p2v, mv, total_v, u_total_v), see, per_game = buffers
+    count = state.count
+    kernel = _fused.KERNELS.mirror_step
+
+    def step_mirror(u: Any, w: float, acc: Any) -> tuple[Any, Any, Any]:
+        nonlocal z, p, z2, p2, zv, pv, z2v, p2v, count
+        uv = see(u)
+        eta = float(schedule(count + 1))
+        top, now = kernel(uv, zv, mv, z2v, p2v, eta, eta * alpha, 1.0 + eta * alpha,
+                          w, pv, total_v, see(acc), u_total_v, *per_game)
+        if top != top:  # nan: u was not finite
+            raise _non_finite(uv)
+        z, z2, p, p2 = z2, z, p2, p
+        zv, z2v, pv, p2v = z2v, zv, p2v, pv
+        count += 1
+        return (p, *per_game) if per_game else (p, top, now)
+
+    return step_mirror, lambda: MMDState(z, state.log_magnet, count, p)
 
 
 def _col_product(xp: Any, payoff: Any) -> Any:

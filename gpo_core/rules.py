@@ -107,6 +107,9 @@ class MMDState(NamedTuple):
     logits: np.ndarray  # (..., n)
     log_magnet: np.ndarray  # (n,) or (..., n)
     count: int
+    # (..., n) the probabilities played now: softmax(logits), to rounding (the C kernel computes
+    # both from one exp pass, as for Hedge)
+    strategy: np.ndarray
 
 
 class OptimisticState(NamedTuple):
@@ -115,6 +118,9 @@ class OptimisticState(NamedTuple):
     logits: np.ndarray  # (..., n) strategy played (look-ahead of `base`)
     base: Any  # the wrapped rule's state
     count: int
+    # (..., n) the probabilities played now: the look-ahead state's own strategy where the
+    # wrapped rule keeps one (Hedge, MMD, regret matching), else softmax(logits)
+    strategy: np.ndarray
 
 
 class RMPlusState(NamedTuple):
@@ -335,6 +341,11 @@ def mmd(eta: float | Schedule = 0.1, alpha: float = 0.05, magnet: Any = None) ->
             the logit QRE with temperature ``alpha``, see :func:`gpo_core.solve_qre`.
         magnet: a probability vector over the actions, uniform if ``None``.
 
+    The state keeps the strategy played (``strategy``) beside the logits. With gpo_core's C
+    kernels a numpy step (``alpha > 0``, a finite step size) is one C call with one ``exp``
+    pass, as for :func:`hedge`: the logits as :func:`mirror_step` rounds them and the strategy
+    equal to ``softmax(logits)`` to rounding.
+
     Examples:
         >>> rule = mmd(eta=1.0, alpha=1.0)
         >>> state = rule.step(rule.init(np.log([0.9, 0.1])), np.zeros(2))
@@ -354,19 +365,42 @@ def mmd(eta: float | Schedule = 0.1, alpha: float = 0.05, magnet: Any = None) ->
             log_magnet = _xp.full(xp, (n,), -math.log(n), z)
         else:
             log_magnet = _safe_log(xp, check_strategy(magnet_arr, "magnet", n, like=z))
-        return MMDState(z, log_magnet, 0)
+        return MMDState(z, log_magnet, 0, _softmax(xp, z))
 
     def step(state: MMDState, utilities: Any) -> MMDState:
+        count = state.count + 1
+        z0 = state.logits
+        if alpha > 0 and _fused.KERNELS is not None and _fused.kernel_arrays(utilities, z0):
+            eta = float(schedule(count))
+            m = state.log_magnet
+            if m.shape != z0.shape:  # one magnet for a batch: a copy per game, for the kernel
+                m = np.ascontiguousarray(np.broadcast_to(m, z0.shape))
+            if math.isfinite(eta) and _fused.kernel_arrays(z0, m):  # the step in one C call
+                z, p = np.empty_like(z0), np.empty_like(z0)
+                if _fused.KERNELS.mirror(utilities, z0, m, z, p, eta, eta * alpha,
+                                         1.0 + eta * alpha):
+                    raise _non_finite(utilities)
+                return MMDState(z, state.log_magnet, count, p)
         xp, u = _check_utilities(state.logits, utilities)
         return generic(state, u, xp)
 
     def generic(state: MMDState, u: Any, xp: Any) -> MMDState:
         count = state.count + 1
         z = _mirror_step(state.logits, u, float(schedule(count)), alpha, state.log_magnet, xp)
-        return MMDState(z, state.log_magnet, count)
+        return MMDState(z, state.log_magnet, count, _softmax(xp, z))
 
+    # what play runs on one game or a batch with its own buffers (the same C call)
+    step.mirror = (schedule, alpha)
     step.unchecked = _unchecked(generic)
     return UpdateRule(init, step, f"mmd(eta={_label(schedule)}, alpha={alpha:g})")
+
+
+def _strategy(state: Any) -> Any:
+    """The probabilities a rule's state plays: its ``strategy`` if it keeps one."""
+    strategy = getattr(state, "strategy", None)
+    if strategy is not None:
+        return strategy
+    return _softmax(_xp.namespace(state.logits), state.logits)
 
 
 def optimistic(rule: UpdateRule) -> UpdateRule:
@@ -388,12 +422,12 @@ def optimistic(rule: UpdateRule) -> UpdateRule:
 
     def init(logits: Any) -> OptimisticState:
         base = rule.init(logits)
-        return OptimisticState(base.logits, base, 0)
+        return OptimisticState(base.logits, base, 0, _strategy(base))
 
     def step(state: OptimisticState, utilities: Any) -> OptimisticState:
         base = rule.step(state.base, utilities)
         ahead = rule.step(base, utilities)
-        return OptimisticState(ahead.logits, base, state.count + 1)
+        return OptimisticState(ahead.logits, base, state.count + 1, _strategy(ahead))
 
     base_unchecked = getattr(rule.step, "unchecked", None)
     if base_unchecked is not None:
@@ -401,9 +435,11 @@ def optimistic(rule: UpdateRule) -> UpdateRule:
         def unchecked(state: OptimisticState, utilities: Any) -> OptimisticState:
             base = base_unchecked(state.base, utilities)
             ahead = base_unchecked(base, utilities)
-            return OptimisticState(ahead.logits, base, state.count + 1)
+            return OptimisticState(ahead.logits, base, state.count + 1, _strategy(ahead))
 
         step.unchecked = unchecked
+    if getattr(rule.step, "hedge", None) is not None:  # play's C player for optimistic Hedge
+        step.optimistic_hedge = rule.step.hedge
     return UpdateRule(init, step, f"optimistic({rule.name})")
 
 

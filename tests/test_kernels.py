@@ -254,6 +254,64 @@ def test_the_c_hedge_step_equals_the_numpy_step_to_rounding(dtype, ftrl, n, exp_
 
 
 @needs_c
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [1, 3, 4, 8, 9, 17, 1000])
+def test_the_c_mirror_step_equals_mmds_numpy_step_to_rounding(dtype, n, exp_source):
+    """MMD's step in C (``mirror``): ((z + eta alpha log rho) + eta u) / (1 + eta alpha), then
+    the exp pass, against rules._mirror_step and softmax; a magnet that never plays some actions
+    (log rho = -inf) gives them probability 0 in both."""
+    from gpo_core.rules import _mirror_step
+    from gpo_core.simplex import _log_softmax, _softmax
+
+    rng = np.random.default_rng(n + 100)
+    eps = float(np.finfo(dtype).eps)
+    for eta, alpha in ((0.3, 0.7), (5.0, 0.05)):
+        z = _log_softmax(np, rng.normal(size=(2, n)) * 3).astype(dtype)
+        u = rng.uniform(-3, 3, (2, n)).astype(dtype)
+        m = _log_softmax(np, rng.normal(size=(2, n))).astype(dtype)
+        if n > 2:
+            m[:, 1] = -np.inf
+        out, p = np.empty_like(z), np.empty_like(z)
+        assert KERNELS.mirror(u, z, m, out, p, eta, eta * alpha, 1.0 + eta * alpha) == 0
+        with np.errstate(invalid="ignore"):  # -inf - (-inf) in numpy's own softmax of -inf
+            ref = _mirror_step(z, u, eta, alpha, m, np)
+            p_ref = np.nan_to_num(_softmax(np, ref))
+        assert out.dtype == p.dtype == dtype
+        finite = np.isfinite(ref)
+        np.testing.assert_array_equal(np.isfinite(out), finite)
+        scale = max(1.0, float(np.abs(ref[finite]).max()))
+        np.testing.assert_allclose(out[finite], ref[finite], rtol=0, atol=8 * eps * scale)
+        np.testing.assert_allclose(p, p_ref, rtol=16 * eps, atol=16 * eps)
+        np.testing.assert_array_equal(p == 0, p_ref == 0)
+
+
+@needs_c
+@pytest.mark.parametrize("make", [lambda: gc.mmd(0.3, alpha=0.2),
+                                  lambda: gc.mmd(gc.inverse_sqrt(1.0), alpha=0.1,
+                                                 magnet=[0.5, 0.5, 0, 0, 0, 0, 0, 0, 0, 0])],
+                         ids=["constant", "schedule and magnet"])
+def test_play_runs_mmd_in_one_c_call_per_player_step(make, kernel_calls, monkeypatch):
+    game = gc.MatrixGame.random(10, 10, seed=4)
+    fast = gc.play(game, make(), steps=50, alternating=True)
+    assert kernel_calls == {"mirror_step": 100}
+    monkeypatch.setattr(fused, "KERNELS", None)  # numpy's mirror step, log_softmax and softmax
+    slow = gc.play(game, make(), steps=50, alternating=True)
+    for a, b in ((fast.average.row, slow.average.row), (fast.last.col, slow.last.col),
+                 (fast.row_state.strategy, slow.row_state.strategy), (fast.nash_gap, slow.nash_gap)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+@needs_c
+@pytest.mark.parametrize("eta", [0.2, "schedule"])
+def test_play_runs_optimistic_hedge_in_two_c_calls_per_player_step(eta, kernel_calls):
+    """The base state's Hedge step, then the look-ahead step with the sums: no numpy softmax."""
+    eta = gc.inverse_sqrt(1.0) if eta == "schedule" else eta
+    game = gc.MatrixGame.random(12, 9, seed=5)
+    gc.play(game, gc.optimistic(gc.hedge(eta)), steps=40, alternating=True)
+    assert kernel_calls == {"hedge": 80, "hedge_step": 80}
+
+
+@needs_c
 def test_the_c_hedge_step_reports_non_finite_utilities_and_hedge_step_is_hedge_then_sums(
     exp_source,
 ):

@@ -1,6 +1,6 @@
 """The one-numpy-game fast path of RM+/PRM+/DRM+ (rules._regret_matching_into, play's in-place
-player, with and without the C kernels) and Hedge's (the C kernel's step, play's own buffers)
-give bit-identical results to the general path that batches and other libraries take."""
+player, with and without the C kernels), Hedge's, MMD's and optimistic Hedge's (the C
+kernel's steps, play's own buffers) give bit-identical results to the general path that batches and other libraries take."""
 
 import numpy as np
 import pytest
@@ -14,6 +14,10 @@ RULES = {
     "drm+": gc.discounted_regret_matching_plus,
     "hedge": lambda: gc.hedge(0.7),
     "hedge schedule": lambda: gc.hedge(gc.inverse_sqrt(1.5)),  # the dual-averaging form
+    "mmd": lambda: gc.mmd(0.4, alpha=0.3),
+    "mmd schedule": lambda: gc.mmd(gc.inverse_sqrt(0.8), alpha=0.1),
+    "optimistic hedge": lambda: gc.optimistic(gc.hedge(0.5)),
+    "optimistic hedge schedule": lambda: gc.optimistic(gc.hedge(gc.inverse_sqrt(1.0))),
 }
 
 GAMES = {
@@ -27,7 +31,15 @@ GAMES = {
 
 
 def _arrays(state):
-    return [v for v in state if isinstance(v, np.ndarray)]
+    """A state's arrays, nested states' (optimistic's base) included, but MMD's log-magnet (one
+    (n,) array for every game of a batch)."""
+    out = []
+    for k, v in state._asdict().items():
+        if isinstance(v, tuple):
+            out += _arrays(v)
+        elif isinstance(v, np.ndarray) and k != "log_magnet":
+            out.append(v)
+    return out
 
 
 def _fields(traj):
@@ -95,13 +107,22 @@ def test_the_rule_step_never_mutates_its_inputs():
     for make in RULES.values():
         rule = make()
         state = rule.step(rule.init(np.zeros(4)), np.array([1.0, -2.0, 0.5, 0.0]))
-        before = {k: np.array(v, copy=True) for k, v in state._asdict().items()}
+        before = [np.array(v, copy=True) for v in _leaves(state)]
         u = np.array([0.5, 0.5, -1.0, 2.0])
         u_before = u.copy()
         rule.step(state, u)
         np.testing.assert_array_equal(u, u_before)
-        for name, value in state._asdict().items():
-            np.testing.assert_array_equal(value, before[name])
+        for value, kept in zip(_leaves(state), before, strict=True):
+            np.testing.assert_array_equal(value, kept)
+
+
+def _leaves(state):
+    """Every array and count of a state, nested states (optimistic's base) included."""
+    for value in state:
+        if isinstance(value, tuple):
+            yield from _leaves(value)
+        else:
+            yield value
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
