@@ -5,7 +5,8 @@ A step of a big game is two matrix-vector products plus about 25 numpy calls on 
 Python dispatch each, on data the products just pushed out of the caches: at 1000 x 1000 on a
 2-core AMD EPYC they added a third (float64) to two thirds (float32) to the products' time. The
 C extension does a player's share in one call (``play`` uses ``step`` for the regret-matching
-rules and ``hedge_step`` for Hedge; their ``rule.step`` uses ``regret_matching`` and ``hedge``;
+rules, ``hedge_step`` for Hedge, ``hedge`` then ``hedge_step`` for optimistic Hedge and
+``mirror_step`` for MMD; their ``rule.step`` uses ``regret_matching``, ``hedge`` and ``mirror``;
 batched games and other rules use ``accumulate`` for the sums). It is built
 by ``pip install`` when a C compiler is present; without one, everything runs in numpy, with the
 same arithmetic in the running sums (``accumulate``) and a different summation order inside
@@ -41,8 +42,9 @@ def use_vector_exp(on: bool = True) -> bool:
     """Let the C Hedge step take its exps four or eight at a time from glibc's libmvec (found
     here with ctypes: the extension has no link-time dependency on it), or (``on=False``) one at
     a time from libm. Returns whether the vector exps are in use: they need glibc, x86-64 and
-    AVX2. They are within 4 ulp of libm's (2 seen) and about 4.6x faster on this project's
-    machine: the exp pass was half of a batch of 10x10 Hedge games' C step. Which exp an entry
+    AVX2. glibc documents them within 4 ulp of libm's; with them the C Hedge step takes 0.70x
+    its time on 10,000 rows of 10 and 0.48x on a row of 1,000 (float64; benchmarks/bench_exp.py
+    on this project's 2-core AMD EPYC). Which exp an entry
     gets depends only on its row's length, so a game alone and inside a batch still agree bit
     for bit. ``VECTOR_EXP`` says which is in use."""
     global VECTOR_EXP

@@ -268,7 +268,8 @@ def _player(
     ``final()`` is the rule state after the last step.
 
     With gpo_core's C kernels built, the rules that offer one (RM+, PRM+, DRM+:
-    ``rule.step.in_place``; Hedge: ``rule.step.hedge``) run their C step and both sums in one
+    ``rule.step.in_place``; Hedge: ``rule.step.hedge``; MMD: ``rule.step.mirror``; optimistic
+    Hedge: ``rule.step.optimistic_hedge``, two calls) run their C step and both sums in one
     call, on buffers owned here, bit-identical to ``rule.step``: for a numpy game or batch, and
     for one game of another library on the CPU through ``views``. After each matrix-vector
     product of a big game every call runs with cold caches, and the state tuples, the checks and
