@@ -16,6 +16,9 @@ How each solver is timed:
   budget is the cap divided by the per-step time of a 30-step pilot. Hedge and optimistic Hedge
   use a constant step ``eta`` tuned per size and target on a *held-out* game (seed + 1000) over a
   small grid (tuning time not counted, reported in the notes).
+* ``gc.solve(game, target)``, the library's entry point for an equilibrium within a target
+  gap: exact pivoting up to 200 actions, else discounted RM+ on a float32 copy of the game,
+  its answer certified in float64; timed whole, in this process.
 * exact solvers (HiGHS, ``gc.solve_pivot``, OpenSpiel's LP via cvxpy+ECOS, nashpy's LP / support
   enumeration / Lemke-Howson) run in a worker process that is killed at the cap; their time is the call alone.
 * OpenSpiel's C++ CFR+ and nashpy's fictitious play are iterated here; the gap of their average
@@ -38,6 +41,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +186,32 @@ def run_gpo(
     return out
 
 
+SOLVE = "gpo solve (auto: pivoting up to 200 actions, else DRM+ on float32; certified)"
+
+
+def run_solve(n: int, seed: int) -> dict:
+    """``gc.solve(game, tol)``: the library's entry point for an equilibrium within ``tol``,
+    timed whole (the float32 copy and the float64 certificate included)."""
+    game = gc.MatrixGame.random(n, seed=seed)
+    out = {}
+    for tol in TOLS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # out of steps: not reached
+            try:
+                seconds, sol = cm.best_of(lambda: gc.solve(game, tol))
+            except RuntimeWarning as err:
+                out[tol] = Cell(status="capped", note=str(err)[:60])
+                continue
+        g = sv.gap(game.payoff, sol.row, sol.col)
+        if abs(g - float(sol.gap)) > 1e-9:
+            raise AssertionError(f"gc.solve's gap {float(sol.gap):.3e} != {g:.3e}")
+        drm = sol.method.startswith("drm+")
+        note = sol.method if drm else f"{sol.method}, {sol.iterations} pivots"
+        out[tol] = Cell(seconds, sol.iterations if drm else None,
+                        "ok" if g <= tol else "missed", note, gap=None if g <= tol else g)
+    return out
+
+
 # ------------------------------------------------------------------------- exact solvers
 EXACT = (
     ("HiGHS: gc.solve_lp (1 LP + duals)", "highs_solve_lp"),
@@ -292,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(head + "\n")
     sys.stdout.flush()
 
-    names = [s.name for s in GPO_SOLVERS] + [e[0] for e in EXACT] + [
+    names = [SOLVE] + [s.name for s in GPO_SOLVERS] + [e[0] for e in EXACT] + [
         "OpenSpiel CFR+ (C++, turn-based)",
         "nashpy fictitious play",
     ]
@@ -307,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                 this_cap = highs_cap if label.startswith("HiGHS: gc.solve_lp") else cap
                 for tol, cell in run_exact(runner, label, fn, payoff, this_cap, skip).items():
                     byname[label].cells[(n, tol)] = cell
+            for tol, cell in run_solve(n, args.seed).items():
+                byname[SOLVE].cells[(n, tol)] = cell
             for solver in GPO_SOLVERS:
                 for tol, cell in run_gpo(solver, n, args.seed, cap, tune_budget, skip).items():
                     byname[solver.name].cells[(n, tol)] = cell

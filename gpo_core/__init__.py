@@ -13,6 +13,7 @@ Examples:
 """
 
 from gpo_core import bounds
+from gpo_core.approx import GapSolution, solve
 from gpo_core.diagnostics import (
     BestResponse,
     best_response,
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BestResponse",
+    "GapSolution",
     "HedgeState",
     "MMDState",
     "MatrixGame",
@@ -81,6 +83,7 @@ __all__ = [
     "regret_matching_plus",
     "regularized_gap",
     "softmax",
+    "solve",
     "solve_lp",
     "solve_pivot",
     "solve_qre",
