@@ -133,7 +133,7 @@ def part_a(sizes: list[int], cap: float, highs_cap: float, threads: int, tol: fl
                              f"gap {float(traj.final_gap):.1e}"])
             # gc.solve: the library's entry point for an equilibrium within tol. Its DRM+ route
             # on a float32 copy (the copy and the float64 certificate timed too), and "auto"
-            # (pivoting up to 200 actions, else that route)
+            # (pivoting up to 300 actions, else that route)
             for label, kwargs in (
                 ("gc.solve(method='drm+'): DRM+ on a float32 copy, certified in float64",
                  {"method": "drm+", "mixed": True, "max_steps": budget}),

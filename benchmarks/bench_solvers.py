@@ -17,7 +17,7 @@ How each solver is timed:
   use a constant step ``eta`` tuned per size and target on a *held-out* game (seed + 1000) over a
   small grid (tuning time not counted, reported in the notes).
 * ``gc.solve(game, target)``, the library's entry point for an equilibrium within a target
-  gap: exact pivoting up to 200 actions, else discounted RM+ on a float32 copy of the game,
+  gap: exact pivoting up to 300 actions, else discounted RM+ on a float32 copy of the game,
   its answer certified in float64; timed whole, in this process.
 * exact solvers (HiGHS, ``gc.solve_pivot``, OpenSpiel's LP via cvxpy+ECOS, nashpy's LP / support
   enumeration / Lemke-Howson) run in a worker process that is killed at the cap; their time is the call alone.
@@ -186,7 +186,7 @@ def run_gpo(
     return out
 
 
-SOLVE = "gpo solve (auto: pivoting up to 200 actions, else DRM+ on float32; certified)"
+SOLVE = "gpo solve (auto: pivoting up to 300 actions, else DRM+ on float32; certified)"
 
 
 def run_solve(n: int, seed: int) -> dict:

@@ -23,9 +23,10 @@ the game's precision: the answer is checked, never trusted. Two routes get there
   100 to 3000 actions (``benchmarks/README.md``). On some small games pushed far (a 2 x 2 game
   to 1e-6) it crawls, which is one reason small games go to the pivoting.
 
-``method="auto"`` pivots when the smaller side has at most 200 actions (a few milliseconds on
-this project's machine, where discounted RM+ to 1e-4 takes about as long) and runs discounted
-RM+ above, where each pivot reads the whole matrix.
+``method="auto"`` pivots when the smaller side has at most 300 actions (an exact answer in at
+most a few milliseconds on this project's machine, where discounted RM+ to 1e-4 takes as long or
+longer) and runs discounted RM+ above, where each pivot reads the whole matrix (at 1000 x 1000:
+pivoting 87-111 ms, discounted RM+ on float32 to 1e-4 28-30 ms).
 
 **Mixed precision for discounted RM+.** Each of its steps is two matrix-vector products that
 stream the whole matrix from memory, so on a float32 copy a step costs about half. The
@@ -54,9 +55,10 @@ from gpo_core.pivot import solve_pivot
 __all__ = ["GapSolution", "solve"]
 
 METHODS = ("auto", "pivot", "drm+")
-# "auto" pivots up to this many actions on the smaller side (benchmarks/README.md: at 200 x 200
-# both routes take about 5 ms to 1e-4; above, discounted RM+ pulls ahead)
-_PIVOT_MAX_ACTIONS = 200
+# "auto" pivots up to this many actions on the smaller side (benchmarks/README.md, 2026-12-05:
+# at 300 x 300 pivoting took 5.5 ms, discounted RM+ on float32 to 1e-4 7.5-12 ms; at 500 x 500
+# 20 ms against 12 ms)
+_PIVOT_MAX_ACTIONS = 300
 # float32 pays where the products stream the matrix from memory; below this many entries a step
 # is dominated by fixed costs and the copy would not pay for itself
 _MIXED_MIN_ENTRIES = 40_000
@@ -98,7 +100,7 @@ def solve(
             computes in that library, on its device; the pivoting on a float64 host copy), one
             game or a batch (discounted RM+ stops when every game is done).
         tol: the Nash gap to reach, in the payoff's units (``max |A|`` sets the scale).
-        method: ``"auto"`` (pivoting when the smaller side has at most 200 actions, else
+        method: ``"auto"`` (pivoting when the smaller side has at most 300 actions, else
             discounted RM+), ``"pivot"`` or ``"drm+"``.
         max_steps: discounted RM+ iterations at most; if the gap is still above ``tol`` then,
             the last average is returned with a ``RuntimeWarning``.

@@ -68,7 +68,7 @@ def test_random_games_and_the_automatic_choices() -> None:
     assert float(gc.solve(small, 1e-12, method="pivot").gap) <= 1e-12
     # too small for float32 to pay
     assert gc.solve(small, 1e-4, method="drm+").method == "drm+ float64"
-    big = gc.MatrixGame.random(250, 220, seed=2)  # 55,000 entries, 220 on the smaller side
+    big = gc.MatrixGame.random(400, 320, seed=2)  # 128,000 entries, 320 on the smaller side
     sol = gc.solve(big, 1e-4)
     assert sol.method == "drm+ float32" and sol.row.dtype == np.float64
     _check(big, sol, 1e-4)
