@@ -23,6 +23,8 @@ from gpo_core._io import atomic_path  # noqa: E402
 
 # The solvers worth a line, with their legend labels (the rest are in the table).
 SHOWN = {
+    "gpo solve (auto: pivoting up to 300 actions, else DRM+ on float32; certified)":
+        "gpo gc.solve (pivoting to 300 actions, then DRM+ on float32)",
     "gpo solve_pivot (DRM+ warm start + support pivoting)": "gpo solve_pivot (exact)",
     "HiGHS: gc.solve_lp (1 LP + duals)": "HiGHS, one LP (gc.solve_lp)",
     "gpo RM+ (alt., quadratic avg)": "gpo RM+ (alternating, quadratic avg.)",
