@@ -41,6 +41,24 @@ def test_solve_payoff_file_and_plot(tmp_path, capsys):
     assert "(exact: 0.2)" in out and "solve_pivot" in out
 
 
+def test_solve_auto_is_gc_solve(tmp_path, capsys):
+    path = tmp_path / "big.npy"
+    a = np.random.default_rng(0).uniform(-1, 1, (400, 350))
+    np.save(path, a)
+    assert main(["solve", str(path), "--rule", "auto", "--tol", "1e-3"]) == 0
+    out = capsys.readouterr().out
+    assert "gc.solve: drm+ float32" in out
+    x = np.array([float(v) for v in out.split("row ")[1].splitlines()[0].strip(" []").split(",")])
+    y = np.array([float(v) for v in out.split("col ")[1].splitlines()[0].strip(" []").split(",")])
+    gap = float(out.split("nash gap")[1].split()[0])
+    assert gap <= 1e-3
+    # printed to 4 decimals: the gap of the printed profile is within 1e-4 * 2 * max|A| of it
+    assert float((a @ (y / y.sum())).max() - ((x / x.sum()) @ a).min()) <= gap + 2e-4 * len(x)
+    assert main(["solve", "matrix_brps", "--rule", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "gc.solve: pivot" in out and "[0.0625, 0.6250, 0.3125]" in out
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [
@@ -48,6 +66,8 @@ def test_solve_payoff_file_and_plot(tmp_path, capsys):
         (["solve", "no_such_game"], "not a game OpenSpiel can load"),
         (["solve", "/nope/x.npy"], "does not exist"),
         (["solve", "matrix_rps", "--steps", "0"], "--steps must be >= 1"),
+        (["solve", "matrix_rps", "--rule", "auto", "--plot", "g.png"], "--rule auto has none"),
+        (["solve", "matrix_rps", "--rule", "auto", "--tol", "0"], "tol must be a finite number > 0"),
     ],
 )
 def test_errors_are_clear(argv, match, capsys):
