@@ -26,7 +26,7 @@ the game's precision: the answer is checked, never trusted. Two routes get there
 ``method="auto"`` pivots when the smaller side has at most 300 actions (an exact answer in at
 most a few milliseconds on this project's machine, where discounted RM+ to 1e-4 takes as long or
 longer) and runs discounted RM+ above, where each pivot reads the whole matrix (at 1000 x 1000:
-pivoting 87-111 ms, discounted RM+ on float32 to 1e-4 28-30 ms).
+pivoting 85-111 ms, discounted RM+ on float32 to 1e-4 28-37 ms).
 
 **Mixed precision for discounted RM+.** Each of its steps is two matrix-vector products that
 stream the whole matrix from memory, so on a float32 copy a step costs about half. The
