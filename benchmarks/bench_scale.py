@@ -25,7 +25,8 @@ c. 10,000 games of 10 x 10 in one batched ``play`` call against a Python loop of
    is checked against the loop's to 1e-12 on the games the loop ran.
 d. (full run only, and only with enough free memory) a 10,000 x 10,000 float64 game solved to
    Nash gap 1e-3 in a fresh process, with that process's peak resident memory (``VmHWM``) and
-   ``play``'s own peak allocations (``tracemalloc``) against the 800 MB matrix; then HiGHS
+   ``play``'s own peak allocations (``tracemalloc``) against the 800 MB matrix, then ``gc.solve``
+   on it (its float32 copy adds half the matrix); then HiGHS
    (``gc.solve_lp``) on the same game in a worker killed after ``--d-highs-cap`` seconds.
 g. (only where CUDA is visible, or with ``--g-device``) on the GPU: one ``play`` step on a tensor
    game against the two bare products in torch on the device (wall time, synchronised; 1000,
@@ -580,6 +581,16 @@ def part_d_child(n: int, tol: float, cap: float, warmup: bool = False) -> str:
     rss_end = _peak_rss()
     gap = float(gc.nash_gap(game, traj.average.row, traj.average.col))
     reached = gap <= tol
+    steps = traj.num_steps
+    del traj
+    # gc.solve on the same game: its float32 copy (half the matrix) is the memory it adds
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # out of steps: shown by its gap
+        sol = gc.solve(game, tol, max_steps=budget)
+    solve_s = time.perf_counter() - t0
+    rss_solve = _peak_rss()
+    solve_gap = float(sv.gap(game.payoff, sol.row, sol.col))
     rows = [
         ["matrix A (float64)", f"{matrix / 2**20:.0f} MiB", "1.00×"],
         ["fresh process's peak RSS before the game (interpreter, numpy, scipy)",
@@ -591,13 +602,19 @@ def part_d_child(n: int, tol: float, cap: float, warmup: bool = False) -> str:
         ["peak RSS after play", f"{rss_end / 2**20:.0f} MiB", f"{rss_end / matrix:.2f}×"],
         ["play's own peak allocations (tracemalloc)", f"{play_peak / 2**20:.2f} MiB",
          f"{play_peak / matrix:.4f}×"],
+        ["peak RSS after `gc.solve` (its float32 copy of the game included)",
+         f"{rss_solve / 2**20:.0f} MiB", f"{rss_solve / matrix:.2f}×"],
     ]
     text = (
         f"{label} on a {n}×{n} game: "
-        + (f"gap {gap:.1e} ≤ {tol:g} after {traj.num_steps} steps in {seconds:.1f} s"
+        + (f"gap {gap:.1e} ≤ {tol:g} after {steps} steps in {seconds:.1f} s"
            if reached
-           else f"NOT reached: gap {gap:.1e} after {traj.num_steps} steps ({seconds:.1f} s cap)")
-        + f" ({per_step * 1e3:.0f} ms per step; building the game took {build:.1f} s).\n\n"
+           else f"NOT reached: gap {gap:.1e} after {steps} steps ({seconds:.1f} s cap)")
+        + f" ({per_step * 1e3:.0f} ms per step; building the game took {build:.1f} s).\n"
+        + f"`gc.solve(game, {tol:g})` on the same game: {sol.method}, {sol.iterations} "
+        + f"{'steps' if sol.method.startswith('drm+') else 'pivots'} in {solve_s:.1f} s (the "
+        + f"float32 copy and the float64 check included), gap {solve_gap:.1e} "
+        + ("≤" if solve_gap <= tol else ">") + f" {tol:g}.\n\n"
     )
     return text + cm.markdown_table(["memory", "size", "vs matrix"], rows)
 

@@ -34,7 +34,9 @@ iteration needs no more than float32's resolution to reach a gap far above it; t
 average is renormalised in the game's precision and certified there. If float32 reached ``tol``
 by its own running sums but the float64 check does not confirm it (``tol`` too close to
 float32's rounding), the game is run again in float64. ``mixed=None`` uses float32 for float64
-games of at least 40,000 entries with ``tol`` at least ``1e-5`` times ``max |A|``.
+games of at least 40,000 entries with ``tol`` at least ``1e-5`` times ``max |A|`` (and
+``max |A| < 1e30``, far from float32's overflow). The float32 copy adds half the matrix to the
+memory a run needs.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ _MIXED_MIN_ENTRIES = 40_000
 # float32's running sums resolve gaps far below this (relative to max |A|); nearer to its
 # rounding the float64 check may fail and the game be run twice
 _MIXED_MIN_REL_TOL = 1e-5
+# float32 holds up to 3.4e38; sums of products of entries this large stay well below it
+_MIXED_MAX_ABS = 1e30
 # solve_pivot's own certificate (relative to max |A|) when tol does not ask for more
 _PIVOT_REL_TOL = 1e-9
 
@@ -136,14 +140,25 @@ def solve(
     xp = _xp.namespace(payoff)
     if payoff.dtype == xp.float32:
         mixed = False
-    elif mixed is None:
+    elif mixed is not False:
         # max |A| without an |A| temporary (as big as the matrix)
-        mixed = m * n >= _MIXED_MIN_ENTRIES and tol >= _MIXED_MIN_REL_TOL * max(
-            float(xp.max(payoff)), -float(xp.min(payoff))
-        )
+        scale = max(float(xp.max(payoff)), -float(xp.min(payoff)))
+        if mixed is None:
+            mixed = (m * n >= _MIXED_MIN_ENTRIES and tol >= _MIXED_MIN_REL_TOL * scale
+                     and scale < _MIXED_MAX_ABS)
+        elif scale >= _MIXED_MAX_ABS:
+            raise ValueError(
+                f"mixed=True needs payoffs below {_MIXED_MAX_ABS:g} in absolute value (float32's "
+                f"products overflow near 3.4e38), got max |A| = {scale:g}; use mixed=False or "
+                "rescale the game"
+            )
     limit = f" (max_steps={max_steps})"
     if mixed:
-        low = MatrixGame(payoff.astype(np.float32) if xp is np else xp.astype(payoff, xp.float32))
+        # adopted, not copied again: the copy is ours and finite (|A| < 1e30), and a second
+        # copy would raise the peak memory of a big game by half the matrix
+        low = MatrixGame._adopt(
+            payoff.astype(np.float32) if xp is np else xp.astype(payoff, xp.float32)
+        )
         sol, reached = _drm(game, low, tol, max_steps, "drm+ float32")
         if reached or sol.iterations >= max_steps:
             # certified; or float32 ran out of steps, where the game's precision (the same

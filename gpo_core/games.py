@@ -135,10 +135,18 @@ class MatrixGame:
         payoff = rng.uniform(low, high, size=(*tuple(batch_shape), m, n))
         # The fresh array is ours and finite by construction: adopt it instead of copying it
         # (a 10,000 x 10,000 game would otherwise peak at twice its 800 MB).
-        payoff.setflags(write=False)
+        return cls._adopt(payoff, f"random{m}x{n}(seed={seed})")
+
+    @classmethod
+    def _adopt(cls, payoff: Any, name: str = "") -> MatrixGame:
+        """A game around ``payoff`` itself, unchecked and uncopied: for the library's own fresh,
+        finite float32/float64 arrays of at least two dimensions (the constructor's copy and
+        finiteness test would double a big game's memory for a moment)."""
+        if isinstance(payoff, np.ndarray):
+            payoff.setflags(write=False)
         game = object.__new__(cls)
         object.__setattr__(game, "payoff", payoff)
-        object.__setattr__(game, "name", f"random{m}x{n}(seed={seed})")
+        object.__setattr__(game, "name", name)
         return game
 
     @classmethod

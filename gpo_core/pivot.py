@@ -215,7 +215,7 @@ def _warm_supports(a: np.ndarray, steps: int) -> tuple[list[int], list[int]]:
     # float32 halves the bytes each step streams; the warm start only ranks actions, and the
     # pivoting that follows is float64 throughout.
     traj = play(
-        MatrixGame(a.astype(np.float32)),
+        MatrixGame._adopt(a.astype(np.float32)),  # a is finite and scaled to max |a| = 1
         discounted_regret_matching_plus(),
         steps=steps,
         alternating=True,

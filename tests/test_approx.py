@@ -94,6 +94,21 @@ def test_drm_is_play_stopped_at_the_first_step_within_tol() -> None:
     assert float(shorter.final_gap) > 1e-5
 
 
+def test_huge_payoffs_stay_in_float64() -> None:
+    # float32 would overflow: "auto" keeps the game's precision. (HiGHS refuses such payoffs;
+    # the oracle is RM+'s invariance to scaling: the unit game's run, step for step.)
+    unit = gc.MatrixGame.random(320, seed=8)
+    game = gc.MatrixGame(unit.payoff * 1e35)
+    sol = gc.solve(game, 1e31)
+    assert sol.method == "drm+ float64"
+    ref = gc.solve(unit, 1e-4, mixed=False)
+    assert sol.iterations == ref.iterations
+    np.testing.assert_allclose(sol.row, ref.row, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sol.col, ref.col, rtol=0, atol=1e-12)
+    assert float(sol.gap) <= 1e31
+    np.testing.assert_allclose(float(sol.gap) / 1e35, float(ref.gap), rtol=1e-9)
+
+
 def test_a_failed_float64_check_runs_again_in_float64(monkeypatch: pytest.MonkeyPatch) -> None:
     # Where float32's own sums say tol but the float64 check does not (tol near float32's
     # rounding), the answer comes from a float64 run. Provoked here by spoiling the float32
@@ -154,6 +169,8 @@ def test_a_batch() -> None:
         ({"max_steps": 0}, ValueError, "max_steps must be an integer >= 1"),
         ({"max_steps": 2.5}, TypeError, "max_steps must be an integer"),
         ({"mixed": "yes"}, TypeError, "mixed must be True, False or None"),
+        ({"game": gc.MatrixGame([[1e31, -1.0], [-1.0, 1.0]]), "method": "drm+", "mixed": True},
+         ValueError, r"mixed=True needs payoffs below 1e\+30 .* got max \|A\| = 1e\+31"),
     ],
 )
 def test_bad_arguments_name_themselves(kwargs: dict, error: type, match: str) -> None:
