@@ -51,7 +51,7 @@ from gpo_core._validate import check_positive, check_positive_int, short
 from gpo_core.diagnostics import nash_gap
 from gpo_core.discounted import discounted_regret_matching_plus
 from gpo_core.dynamics import play
-from gpo_core.games import MatrixGame, row_utilities
+from gpo_core.games import MatrixGame, as_game, row_utilities
 from gpo_core.pivot import solve_pivot
 
 __all__ = ["GapSolution", "solve"]
@@ -125,7 +125,7 @@ def solve(
         ('drm+ float32', True)
     """
     if not isinstance(game, MatrixGame):
-        raise TypeError(f"game must be a gpo_core.MatrixGame, got {short(game)}")
+        game = as_game(game)
     tol = check_positive(tol, "tol")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {short(method)}")

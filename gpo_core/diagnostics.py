@@ -28,8 +28,14 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from gpo_core import _xp
-from gpo_core._validate import check_positive, check_strategy, short
-from gpo_core.games import MatrixGame, col_utilities, row_utilities
+from gpo_core._validate import check_positive, check_strategy
+from gpo_core.games import (
+    MatrixGame,
+    as_game,
+    check_profile_shape,
+    col_utilities,
+    row_utilities,
+)
 from gpo_core.simplex import _logsumexp, _safe_log, kl
 
 __all__ = ["nash_gap", "regularized_gap", "external_regret", "best_response", "BestResponse"]
@@ -37,11 +43,12 @@ __all__ = ["nash_gap", "regularized_gap", "external_regret", "best_response", "B
 
 def _profile(game: Any, x: Any, y: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
     """``(xp, payoff, x, y)`` with ``x`` and ``y`` checked and moved to the payoff's library."""
-    if not isinstance(game, MatrixGame):
-        raise TypeError(f"game must be a gpo_core.MatrixGame, got {short(game)}")
+    game = as_game(game)
     m, n = game.shape
-    a = game.payoff
-    return _xp.namespace(a), a, check_strategy(x, "x", m, like=a), check_strategy(y, "y", n, like=a)
+    a, batch = game.payoff, game.batch_shape
+    x = check_profile_shape(check_strategy(x, "x", m, like=a), "x", batch)
+    y = check_profile_shape(check_strategy(y, "y", n, like=a), "y", batch)
+    return _xp.namespace(a), a, x, y
 
 
 def nash_gap(game: MatrixGame, x: Any, y: Any) -> np.ndarray:
@@ -74,18 +81,21 @@ def regularized_gap(
         alpha: regularisation weight ``> 0``.
         magnet_row, magnet_col: reference distributions (uniform if ``None``).
     """
+    game = as_game(game)
     xp, payoff, x, y = _profile(game, x, y)
     alpha = check_positive(alpha, "alpha")
     m, n = game.shape
     rho_x = (
         _xp.full(xp, (m,), 1.0 / m, payoff)
         if magnet_row is None
-        else check_strategy(magnet_row, "magnet_row", m, like=payoff)
+        else check_profile_shape(check_strategy(magnet_row, "magnet_row", m, like=payoff),
+                                 "magnet_row", game.batch_shape)
     )
     rho_y = (
         _xp.full(xp, (n,), 1.0 / n, payoff)
         if magnet_col is None
-        else check_strategy(magnet_col, "magnet_col", n, like=payoff)
+        else check_profile_shape(check_strategy(magnet_col, "magnet_col", n, like=payoff),
+                                 "magnet_col", game.batch_shape)
     )
     best_row = alpha * _logsumexp(xp, _safe_log(xp, rho_x) + row_utilities(payoff, y) / alpha)
     best_col = alpha * _logsumexp(xp, _safe_log(xp, rho_y) + col_utilities(payoff, x) / alpha)
@@ -144,15 +154,16 @@ def best_response(
         ([1.0, 0.0], 0.4)
     """
     if not isinstance(game, MatrixGame):
-        raise TypeError(f"game must be a gpo_core.MatrixGame, got {short(game)}")
+        game = as_game(game)
     m, n = game.shape
     a = game.payoff
+    batch = game.batch_shape
     if player == "row":
-        utils = row_utilities(a, check_strategy(opponent, "opponent", n, like=a))
-        size = m
+        opp = check_strategy(opponent, "opponent", n, like=a)
+        utils, size = row_utilities(a, check_profile_shape(opp, "opponent", batch)), m
     elif player == "col":
-        utils = col_utilities(a, check_strategy(opponent, "opponent", m, like=a))
-        size = n
+        opp = check_strategy(opponent, "opponent", m, like=a)
+        utils, size = col_utilities(a, check_profile_shape(opp, "opponent", batch)), n
     else:
         raise ValueError(f"player must be 'row' or 'col', got {player!r}")
     xp = _xp.namespace(a)

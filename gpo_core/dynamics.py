@@ -41,7 +41,7 @@ import numpy as np
 
 from gpo_core import _fused, _xp
 from gpo_core._validate import check_positive, check_positive_int, check_strategy, short
-from gpo_core.games import MatrixGame, col_utilities, row_utilities
+from gpo_core.games import MatrixGame, as_game, col_utilities, row_utilities
 from gpo_core.rules import (
     HedgeState,
     MMDState,
@@ -141,7 +141,7 @@ def play(
         (True, [0.33, 0.33, 0.33])
     """
     if not isinstance(game, MatrixGame):
-        raise TypeError(f"game must be a gpo_core.MatrixGame, got {short(game)}")
+        game = as_game(game)
     if not isinstance(row_rule, UpdateRule):
         raise TypeError(f"row_rule must be an UpdateRule (e.g. gpo_core.hedge(0.1)), got {short(row_rule)}")
     col_rule = row_rule if col_rule is None else col_rule

@@ -29,14 +29,15 @@ always invertible: it is :math:`I + NM` with :math:`NM` similar to a product of 
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.optimize import linprog
 
 from gpo_core._xp import to_numpy
-from gpo_core._validate import check_positive, check_positive_int, check_strategy, short
-from gpo_core.games import MatrixGame
+from gpo_core._validate import check_positive, check_positive_int, check_strategy
+from gpo_core.games import MatrixGame, as_game
 from gpo_core.rules import _mirror_step
 from gpo_core.simplex import log_softmax, safe_log, softmax
 
@@ -61,9 +62,8 @@ class QRESolution(NamedTuple):
 
 
 def _check_game(game: Any) -> MatrixGame:
-    if not isinstance(game, MatrixGame):
-        raise TypeError(f"game must be a gpo_core.MatrixGame, got {short(game)}")
-    return game
+    """``game`` as a :class:`MatrixGame` (a payoff array is accepted: see ``games.as_game``)."""
+    return game if isinstance(game, MatrixGame) else as_game(game)
 
 
 def _host_payoff(game: MatrixGame) -> np.ndarray:
@@ -98,6 +98,13 @@ def solve_lp(game: MatrixGame) -> Solution:
 
 def _solve_one(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     m, n = a.shape
+    # HiGHS refuses matrix entries above 1e15 ("Model error") and drops those below 1e-9 (a game
+    # of 1e-12 payoffs came back "solved" at a pure profile): solve A / s for s the power of two
+    # at or below max |A|, exact in binary floating point and changing no equilibrium, and
+    # scale the value back.
+    top = float(np.max(np.abs(a)))
+    scale = math.ldexp(1.0, math.frexp(top)[1] - 1) if top > 0 else 1.0
+    a = a / scale
     # Row player: minimise -v  s.t.  v - (A^T x)_j <= 0,  sum x = 1. The column player's
     # equilibrium strategy is the dual of the n inequality constraints (HiGHS's marginals are
     # d(-v)/d b_ub <= 0), so one LP gives both players (strong duality: the column LP's value
@@ -112,10 +119,13 @@ def _solve_one(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         method="highs",
     )
     if res.status != 0:  # pragma: no cover - HiGHS never fails on a bounded feasible LP
-        raise RuntimeError(f"HiGHS failed on a {m}x{n} game: {res.message}")
+        raise RuntimeError(
+            f"HiGHS failed on a {m}x{n} game (payoffs scaled by 1/{scale:g} to max |A| near 1): "
+            f"{res.message}; try gpo_core.solve_pivot(game), which does not use HiGHS"
+        )
     x = np.clip(res.x[:m], 0.0, None)
     y = np.clip(-np.asarray(res.ineqlin.marginals), 0.0, None)
-    return x / x.sum(), y / y.sum(), float(res.x[m])
+    return x / x.sum(), y / y.sum(), float(res.x[m]) * scale
 
 
 def solve_qre(

@@ -27,7 +27,12 @@ import numpy as np
 from gpo_core import _xp
 from gpo_core._validate import check_positive_int, check_strategy, short
 
-__all__ = ["MatrixGame"]
+__all__ = ["MatrixGame", "as_game"]
+
+# The largest payoff matrix MatrixGame.from_openspiel builds by default (entries m * n): OpenSpiel
+# returns it as Python lists of floats, about 100 bytes an entry at its peak, so 10 million
+# entries already take a gigabyte (tic-tac-toe's normal form has more than 10^300).
+MAX_ENTRIES = 10_000_000
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -53,11 +58,7 @@ class MatrixGame:
     name: str = ""
 
     def __init__(self, payoff: Any, name: str = "") -> None:
-        arr = _xp.as_float_array(payoff, "payoff", min_ndim=2)
-        if math.prod(arr.shape) == 0:
-            raise ValueError(
-                f"payoff must have at least one row and one column, got shape {tuple(arr.shape)}"
-            )
+        arr = _checked_payoff(payoff, "payoff")
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {short(name)}")
         if isinstance(arr, np.ndarray):
@@ -93,8 +94,8 @@ class MatrixGame:
         ``x`` and ``y`` are moved to the payoff's library, dtype and device, and so are the results.
         """
         m, n = self.shape
-        x = check_strategy(x, "x", m, like=self.payoff)
-        y = check_strategy(y, "y", n, like=self.payoff)
+        x = check_profile_shape(check_strategy(x, "x", m, like=self.payoff), "x", self.batch_shape)
+        y = check_profile_shape(check_strategy(y, "y", n, like=self.payoff), "y", self.batch_shape)
         return row_utilities(self.payoff, y), col_utilities(self.payoff, x)
 
     def value(self, x: Any, y: Any) -> np.ndarray:
@@ -153,47 +154,48 @@ class MatrixGame:
     def from_file(cls, path: str | os.PathLike[str]) -> MatrixGame:
         """Load the row player's payoff from a ``.npy`` or ``.csv`` (comma-separated) file."""
         path = os.fspath(path)
+        if not path.endswith((".npy", ".csv")):
+            raise ValueError(f"path {path!r} must end in .npy or .csv (a payoff file)")
         if not os.path.exists(path):
             raise ValueError(f"path {path!r} does not exist; give a .npy or .csv payoff file")
-        if path.endswith(".npy"):
-            payoff = np.load(path, allow_pickle=False)
-        elif path.endswith(".csv"):
-            payoff = np.loadtxt(path, delimiter=",", ndmin=2)
-        else:
-            raise ValueError(f"path {path!r} must end in .npy or .csv")
+        if os.path.isdir(path):
+            raise ValueError(f"path {path!r} is a folder; give a .npy or .csv payoff file")
+        try:
+            if path.endswith(".npy"):
+                payoff = np.load(path, allow_pickle=False)
+            else:
+                payoff = np.loadtxt(path, delimiter=",", ndmin=2)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"path {path!r} is not a readable payoff file ({exc}); write it with "
+                "numpy.save or as comma-separated numbers, one row per line"
+            ) from exc
         return cls(payoff, name=os.path.basename(path))
 
     @classmethod
-    def from_openspiel(cls, game: Any) -> MatrixGame:
+    def from_openspiel(cls, game: Any, *, max_entries: int = MAX_ENTRIES) -> MatrixGame:
         """Convert an OpenSpiel game (a name or a ``pyspiel.Game``) into a ``MatrixGame``.
 
         Matrix games (``matrix_rps``, ``matrix_brps``, ...) are read directly; other one-shot
         simultaneous games (``blotto``) through their payoff tensor; sequential two-player games
         (``kuhn_poker``) through ``pyspiel.extensive_to_matrix_game`` (pure-strategy normal form).
         The game must be zero-sum: a general-sum game raises ``ValueError``.
+
+        A sequential game's normal form has one row per pure strategy, the product over the
+        player's information states of their action counts: exponential in the game's size.
+        That size is counted from the game tree first (stopping as soon as it passes the limit),
+        and a matrix of more than ``max_entries`` entries (``m * n``; 10 million by default,
+        about a gigabyte while OpenSpiel builds it) is refused with its size; raise
+        ``max_entries`` to convert it anyway.
         """
-        try:
-            import pyspiel  # noqa: PLC0415  (optional dependency, imported on use)
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "MatrixGame.from_openspiel needs OpenSpiel: pip install open-spiel"
-            ) from exc
-        if isinstance(game, str):
-            try:
-                loaded = pyspiel.load_game(game)
-            except Exception as exc:
-                raise ValueError(
-                    f"game {game!r} is not a game OpenSpiel can load ({exc}); "
-                    "see pyspiel.registered_names()"
-                ) from exc
-        elif isinstance(game, pyspiel.Game):
-            loaded = game
-        else:
-            raise TypeError(f"game must be an OpenSpiel game name or pyspiel.Game, got {short(game)}")
+        from gpo_core._openspiel import load, payoffs  # noqa: PLC0415  (needs pyspiel)
+
+        max_entries = check_positive_int(max_entries, "max_entries")
+        pyspiel, loaded = load(game)
         name = loaded.get_type().short_name
         if loaded.num_players() != 2:
             raise ValueError(f"game {name!r} has {loaded.num_players()} players; need exactly 2")
-        row, col = _openspiel_payoffs(pyspiel, loaded)
+        row, col = payoffs(pyspiel, loaded, max_entries)
         scale = max(1.0, float(np.max(np.abs(row))))
         if not np.allclose(row + col, 0.0, atol=1e-9 * scale):
             raise ValueError(
@@ -203,31 +205,59 @@ class MatrixGame:
         return cls(row, name=name)
 
 
-def _openspiel_payoffs(pyspiel: Any, game: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column payoff matrices of a 2-player OpenSpiel game."""
-    if isinstance(game, pyspiel.MatrixGame):
-        return np.asarray(game.row_utilities()), np.asarray(game.col_utilities())
-    dynamics = game.get_type().dynamics
-    if dynamics == pyspiel.GameType.Dynamics.SEQUENTIAL:
-        matrix = pyspiel.extensive_to_matrix_game(game)
-        return np.asarray(matrix.row_utilities()), np.asarray(matrix.col_utilities())
-    # A one-shot simultaneous game: enumerate the joint actions at the root.
-    state = game.new_initial_state()
-    if state.is_chance_node():
-        raise ValueError("games starting with chance nodes need a sequential form")
-    rows, cols = state.legal_actions(0), state.legal_actions(1)
-    row = np.empty((len(rows), len(cols)))
-    col = np.empty_like(row)
-    for i, a in enumerate(rows):
-        for j, b in enumerate(cols):
-            child = state.clone()
-            child.apply_actions([a, b])
-            if not child.is_terminal():
-                raise ValueError(
-                    f"game {game.get_type().short_name!r} is not one-shot; pass a matrix game"
-                )
-            row[i, j], col[i, j] = child.returns()
-    return row, col
+def as_game(game: Any, name: str = "game") -> MatrixGame:
+    """``game`` itself if it is a :class:`MatrixGame`, else a game built from a payoff array.
+
+    Every solver, diagnostic and :func:`gpo_core.play` takes a payoff array (numpy, a torch
+    tensor, nested lists; shape ``(..., m, n)``, the row player's payoff) where a game is
+    expected; it is checked and copied once, so build the ``MatrixGame`` yourself to reuse a
+    big one.
+
+    Examples:
+        >>> as_game([[1, -1], [-1, 1]]).shape
+        (2, 2)
+    """
+    if isinstance(game, MatrixGame):
+        return game
+    if isinstance(game, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"{name} must be a gpo_core.MatrixGame or a payoff array of shape (..., m, n), got "
+            f"{short(game)}; load a named game with gpo_core.MatrixGame.from_openspiel(name) "
+            "or a payoff file with gpo_core.MatrixGame.from_file(path)"
+        )
+    if not isinstance(game, (list, tuple, np.ndarray, np.generic)) and not (
+        hasattr(game, "__array__") or hasattr(game, "__dlpack__")
+    ):
+        raise TypeError(
+            f"{name} must be a gpo_core.MatrixGame or a payoff array of shape (..., m, n) (a "
+            f"numpy array, a torch tensor or nested lists), got {short(game)}"
+        )
+    return MatrixGame._adopt(_checked_payoff(game, name))
+
+
+def check_profile_shape(strategy: Any, name: str, batch: tuple[int, ...]) -> Any:
+    """``strategy`` if its leading axes broadcast to the game's ``batch`` (one strategy, or one
+    per game: :func:`gpo_core.play`'s rule for ``x0``), else a ``ValueError`` naming ``name``."""
+    lead = tuple(strategy.shape[:-1])
+    if lead != batch and (len(lead) > len(batch) or any(
+        a not in (1, b) for a, b in zip(reversed(lead), reversed(batch))
+    )):
+        size = strategy.shape[-1]
+        raise ValueError(
+            f"{name} must broadcast to the game's batch: shape {(*batch, size)} or (..., {size}), "
+            f"got shape {tuple(strategy.shape)}; give one strategy, or one per game"
+        )
+    return strategy
+
+
+def _checked_payoff(payoff: Any, name: str) -> Any:
+    """The constructor's check and copy of a payoff, its messages naming ``name``."""
+    arr = _xp.as_float_array(payoff, name, min_ndim=2)
+    if math.prod(arr.shape) == 0:
+        raise ValueError(
+            f"{name} must have at least one row and one column, got shape {tuple(arr.shape)}"
+        )
+    return arr
 
 
 # Shared kernels (no validation): the hot path of every solver calls these directly. The `@`

@@ -48,7 +48,7 @@ import numpy as np
 from gpo_core import _fused, _xp
 from gpo_core._validate import check_nonnegative, check_strategy, short
 from gpo_core.schedules import Constant, Schedule, as_schedule
-from gpo_core.simplex import _log_softmax, _safe_log, _softmax
+from gpo_core.simplex import _broadcasts, _floating, _log_softmax, _safe_log, _softmax
 from gpo_core.simplex import softmax  # noqa: F401  (the doctests below use it)
 
 __all__ = [
@@ -166,13 +166,24 @@ def mirror_step(
         [0.75, 0.25]
     """
     _check_mirror_params(eta, alpha)
-    if isinstance(logits, (str, bytes)):
-        raise TypeError(f"logits must be a real numeric array, got the string {short(logits)}")
-    xp, logits = _xp.floating(logits)
-    utilities = _convert(utilities, logits, "utilities")
+    xp, logits = _floating(logits, "logits")
+    utilities = _fits(_convert(utilities, logits, "utilities"), "utilities", logits)
     if not isinstance(log_magnet, numbers.Real):
-        log_magnet = _convert(log_magnet, logits, "log_magnet")
+        log_magnet = _fits(_convert(log_magnet, logits, "log_magnet"), "log_magnet", logits)
     return _mirror_step(logits, utilities, eta, alpha, log_magnet, xp)
+
+
+def _fits(value: Any, name: str, logits: Any) -> Any:
+    """``value`` if it has one entry per action of ``logits`` and leading axes that broadcast."""
+    if value.ndim == 0 or value.shape[-1] != logits.shape[-1] or not _broadcasts(
+        tuple(value.shape[:-1]), tuple(logits.shape[:-1])
+    ):
+        raise ValueError(
+            f"{name} must have {logits.shape[-1]} entries on its last axis (one per action of "
+            f"logits, shape {tuple(logits.shape)}) and leading axes that broadcast with them, "
+            f"got shape {tuple(value.shape)}"
+        )
+    return value
 
 
 def _convert(value: Any, like: Any, name: str) -> Any:
@@ -636,6 +647,7 @@ def _instant_regret(u: np.ndarray, x: np.ndarray, xp: Any = np) -> np.ndarray:
 
 
 def _label(schedule: Schedule) -> str:
+    schedule = getattr(schedule, "__wrapped__", schedule)  # a user's schedule, checked
     if isinstance(schedule, Constant):
         return f"{schedule.eta:g}"
     c = getattr(schedule, "c", None)

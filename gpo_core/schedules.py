@@ -39,6 +39,9 @@ class Constant:
 
     eta: float
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eta", check_positive(self.eta, "eta"))
+
     def __call__(self, t: int) -> float:
         """Return ``eta`` whatever ``t`` is."""
         del t
@@ -50,6 +53,9 @@ class InverseSqrt:
     """:math:`\\eta_t = c / \\sqrt{t}`."""
 
     c: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "c", check_positive(self.c, "c"))
 
     def __call__(self, t: int) -> float:
         """Return ``c / sqrt(t)``."""
@@ -99,20 +105,66 @@ def horizon_tuned(horizon: int, num_actions: int, payoff_range: float) -> Consta
 def as_schedule(eta: float | Schedule, name: str = "eta") -> Schedule:
     """Accept a positive number (made constant) or any ``Schedule``; raise on anything else.
 
-    A callable is probed once, at ``t = 1``, so that a schedule returning a non-positive or
-    non-numeric step fails here, naming ``name``, instead of deep inside a run.
+    A callable is probed at ``t = 1``, so that a schedule returning a non-positive or
+    non-numeric step fails here, naming ``name``, instead of deep inside a run; and unless it is
+    one of this module's (their values are positive by construction) it comes back wrapped in
+    :class:`Checked`, which tests every value it returns, so one that goes bad at ``t = 5``
+    raises there, naming ``name`` and ``t``, instead of running on silently or surfacing as
+    non-finite utilities.
+
+    Examples:
+        >>> rule_eta = as_schedule(lambda t: 1.0 if t < 5 else -1.0)
+        >>> rule_eta(4)
+        1.0
+        >>> rule_eta(5)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: eta must be a number > 0 or a schedule t -> eta_t > 0; the schedule <lambda> returned -1.0 at t=5
     """
+    if isinstance(eta, (Constant, InverseSqrt, Checked)):
+        return eta
     if callable(eta):
-        first = eta(1)
-        if isinstance(first, bool) or not isinstance(first, numbers.Real):
+        checked = Checked(eta, name)
+        checked(1)
+        return checked
+    return Constant(check_positive(eta, name))
+
+
+class Checked:
+    """A user's schedule whose every value is tested: a finite float > 0 passes in one
+    comparison (the per-step cost of a run), anything else raises naming the schedule and ``t``.
+    ``__wrapped__`` is the schedule itself."""
+
+    __slots__ = ("__wrapped__", "name")
+
+    def __init__(self, schedule: Schedule, name: str = "eta") -> None:
+        self.__wrapped__ = schedule
+        self.name = name
+
+    def __call__(self, t: int) -> float:
+        """``schedule(t)``, checked."""
+        value = self.__wrapped__(t)
+        if type(value) is float and 0.0 < value < math.inf:  # the common case: one comparison
+            return value
+        return self._slow(value, t)
+
+    def _slow(self, value: object, t: int) -> float:
+        name = self.name
+        fn = self.__wrapped__
+        which = f"the schedule {fn.__qualname__ if hasattr(fn, '__code__') else short(fn, 60)}"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(
                 f"{name} must be a number > 0 or a schedule t -> eta_t > 0 (e.g. "
-                f"gpo_core.inverse_sqrt(0.5)); {name}(1) returned {short(first)}"
+                f"gpo_core.inverse_sqrt(0.5)); {which} returned {short(value)} at t={t}: "
+                "return a float"
             )
-        if not (math.isfinite(first) and first > 0):
+        out = float(value)
+        if not (math.isfinite(out) and out > 0):
             raise ValueError(
-                f"{name} must be a number > 0 or a schedule t -> eta_t > 0; {name}(1) returned "
-                f"{float(first)!r}"
+                f"{name} must be a number > 0 or a schedule t -> eta_t > 0; {which} returned "
+                f"{out!r} at t={t}"
             )
-        return eta
-    return Constant(check_positive(eta, name))
+        return out
+
+    def __repr__(self) -> str:
+        return f"Checked({self.__wrapped__!r})"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gpo_core import _xp
-from gpo_core._validate import check_positive_int
+from gpo_core._validate import check_positive_int, check_strategy, short
 
 __all__ = ["softmax", "log_softmax", "logsumexp", "entropy", "kl", "uniform_logits", "safe_log"]
 
@@ -37,12 +37,12 @@ def logsumexp(z: Any) -> Any:
         >>> float(logsumexp(np.array([1000.0, 1000.0])) - 1000.0)  # doctest: +ELLIPSIS
         0.693147...
     """
-    return _logsumexp(*_xp.floating(z))
+    return _logsumexp(*_floating(z, "z"))
 
 
 def log_softmax(z: Any) -> Any:
     """Normalised log-probabilities ``z - logsumexp(z)`` over the last axis."""
-    return _log_softmax(*_xp.floating(z))
+    return _log_softmax(*_floating(z, "z"))
 
 
 def softmax(z: Any) -> Any:
@@ -52,17 +52,24 @@ def softmax(z: Any) -> Any:
         >>> softmax(np.log([1.0, 3.0]))
         array([0.25, 0.75])
     """
-    return _softmax(*_xp.floating(z))
+    return _softmax(*_floating(z, "z"))
 
 
 def safe_log(p: Any) -> Any:
     """``log(p)`` with exact zeros mapped to a finite floor (``log`` of the smallest float)."""
-    return _safe_log(*_xp.floating(p))
+    return _safe_log(*_floating(p, "p", min_ndim=0))
 
 
 def entropy(p: Any) -> Any:
-    r"""Shannon entropy :math:`-\sum_i p_i \log p_i` (nats) over the last axis; ``0 log 0 = 0``."""
-    xp, p = _xp.floating(p)
+    r"""Shannon entropy :math:`-\sum_i p_i \log p_i` (nats) over the last axis; ``0 log 0 = 0``.
+
+    ``p`` must be a probability vector (or a batch of them): entries >= 0 summing to 1.
+
+    Examples:
+        >>> round(float(entropy([0.5, 0.5])), 6)
+        0.693147
+    """
+    xp, p = _distribution(p, "p")
     return -xp.sum(xp.where(p > 0, p * _safe_log(xp, p), 0.0), axis=-1)
 
 
@@ -76,10 +83,15 @@ def kl(p: Any, q: Any) -> Any:
         >>> float(kl(np.array([0.5, 0.5]), np.array([0.5, 0.5])))
         0.0
     """
-    xp, p = _xp.floating(p)
-    xq, q = _xp.floating(q)
+    xp, p = _distribution(p, "p")
+    xq, q = _distribution(q, "q")
     if xq is not xp:
         q = _xp.convert(q, p, "q")
+    if q.shape[-1] != p.shape[-1] or not _broadcasts(p.shape[:-1], q.shape[:-1]):
+        raise ValueError(
+            f"p and q must be distributions over the same actions (the same last axis, leading "
+            f"axes that broadcast), got shapes {tuple(p.shape)} and {tuple(q.shape)}"
+        )
     with _xp.errstate(xp, divide="ignore", invalid="ignore"):
         terms = xp.where(p > 0, p * (xp.log(xp.where(p > 0, p, 1.0)) - xp.log(q)), 0.0)
     return xp.sum(terms, axis=-1)
@@ -95,6 +107,34 @@ def uniform_logits(n: int, batch_shape: tuple[int, ...] = (), *, like: Any = Non
         return np.zeros(shape, dtype=np.float64)
     xp, like = _xp.floating(like)
     return _xp.full(xp, shape, 0.0, like)
+
+
+def _floating(value: Any, name: str, min_ndim: int = 1) -> tuple[Any, Any]:
+    """``_xp.floating(value)`` with errors naming ``name``: a real array with at least one entry
+    on its last axis (unless ``min_ndim`` is 0). Shapes and types only: no pass over the data."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real numeric array, got the string {short(value)}")
+    try:
+        xp, arr = _xp.floating(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a real numeric array, got {short(value)} ({exc})") from exc
+    if min_ndim and (arr.ndim == 0 or arr.shape[-1] == 0):
+        raise ValueError(
+            f"{name} must have at least one entry on its last axis (one per action), got shape "
+            f"{tuple(arr.shape)}"
+        )
+    return xp, arr
+
+
+def _distribution(value: Any, name: str) -> tuple[Any, Any]:
+    """``(xp, p)``: ``value`` checked to be probability vectors over its last axis (finite,
+    >= 0, summing to 1 up to rounding), in its own library and float dtype."""
+    xp, arr = _floating(value, name)
+    return xp, check_strategy(arr, name, arr.shape[-1], like=arr)
+
+
+def _broadcasts(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return all(x == y or 1 in (x, y) for x, y in zip(reversed(a), reversed(b)))
 
 
 # Kernels without conversion: the rules and play() resolve the namespace ``xp`` once and call these.

@@ -187,3 +187,48 @@ def test_diagnostics_do_not_mutate_their_inputs():
     gc.external_regret(np.stack([x, y]), np.stack([y, x]))
     np.testing.assert_array_equal(x, [0.2, 0.3, 0.5])
     np.testing.assert_array_equal(y, [0.6, 0.2, 0.2])
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda g, x, y: gc.nash_gap(g, x, y),
+        lambda g, x, y: gc.regularized_gap(g, x, y, 0.1),
+        lambda g, x, y: g.utilities(x, y),
+        lambda g, x, y: g.value(x, y),
+    ],
+    ids=["nash_gap", "regularized_gap", "utilities", "value"],
+)
+def test_profiles_must_fit_the_games_batch_as_in_play(call):
+    """A (2, 3) profile on one 3x3 game is refused, as play refuses that x0 (nash_gap returned
+    [0, 0] for it); one strategy or one per game of a batch is fine."""
+    rps = gc.MatrixGame([[0, -1, 1], [1, 0, -1], [-1, 1, 0]])
+    two = np.full((2, 3), 1 / 3)
+    with pytest.raises(ValueError, match=r"x must broadcast to the game's batch: shape \(3,\)"):
+        call(rps, two, [1 / 3] * 3)
+    with pytest.raises(ValueError, match=r"y must broadcast to the game's batch: shape \(3,\)"):
+        call(rps, [1 / 3] * 3, two)
+    with pytest.raises(ValueError, match=r"x0 must broadcast to the game's batch: shape \(3,\)"):
+        gc.play(rps, gc.hedge(0.1), steps=2, x0=two)
+    batch = gc.MatrixGame(np.stack([rps.payoff, 2 * rps.payoff]))
+    call(batch, two, two)  # one strategy per game
+    call(batch, [1 / 3] * 3, two)  # one for every game
+    with pytest.raises(ValueError, match=r"x must broadcast to the game's batch: shape \(2, 3\)"):
+        call(batch, np.full((3, 3), 1 / 3), two)
+
+
+def test_best_response_opponent_must_fit_the_games_batch():
+    rps = gc.MatrixGame([[0, -1, 1], [1, 0, -1], [-1, 1, 0]])
+    with pytest.raises(ValueError, match=r"opponent must broadcast to the game's batch"):
+        gc.best_response(rps, np.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match=r"opponent must broadcast to the game's batch"):
+        gc.best_response(rps, np.full((2, 3), 1 / 3), player="col")
+
+
+def test_regularized_gap_magnets_must_fit_the_games_batch():
+    rps = gc.MatrixGame([[0, -1, 1], [1, 0, -1], [-1, 1, 0]])
+    third = [1 / 3] * 3
+    with pytest.raises(ValueError, match=r"magnet_row must broadcast to the game's batch"):
+        gc.regularized_gap(rps, third, third, 0.1, magnet_row=np.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match=r"magnet_col must broadcast to the game's batch"):
+        gc.regularized_gap(rps, third, third, 0.1, magnet_col=np.full((2, 3), 1 / 3))

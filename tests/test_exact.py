@@ -269,3 +269,14 @@ def test_qre_far_from_the_magnet_is_accepted_at_the_rounding_floor():
     a = game.payoff
     np.testing.assert_allclose(qre.row, gc.softmax(np.log(np.full(3, 1 / 3)) + a @ qre.col / alpha), atol=floor)
     np.testing.assert_allclose(qre.col, gc.softmax(np.log(np.full(3, 1 / 3)) - a.T @ qre.row / alpha), atol=floor)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-12, 1.0, 1e20, 1e307, np.finfo(float).max])
+def test_solve_lp_takes_payoffs_of_any_finite_size(scale):
+    """HiGHS refuses entries above 1e15 ("Model error") and drops those below 1e-9: solve_lp
+    solved a 1e-12 game at a wrong pure profile and failed on 1e20. The answer is scale-free."""
+    base = np.array([[1.0, -1.0], [-1.0, 0.5]])  # equilibrium (3/7, 4/7) both, value -1/7
+    sol = gc.solve_lp(gc.MatrixGame(base * scale))
+    np.testing.assert_allclose(sol.row, [3 / 7, 4 / 7], atol=1e-9)
+    np.testing.assert_allclose(sol.col, [3 / 7, 4 / 7], atol=1e-9)
+    assert float(sol.value) == pytest.approx(-scale / 7, rel=1e-9)

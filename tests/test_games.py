@@ -121,3 +121,48 @@ def test_from_openspiel_reads_biased_rps():
     game = gc.MatrixGame.from_openspiel("matrix_brps")
     np.testing.assert_array_equal(game.payoff, [[0, -25, 50], [25, 0, -5], [-50, 5, 0]])
     assert game.name == "matrix_brps"
+
+
+SOLVERS_AND_PLAY = {
+    "solve_lp": lambda g: gc.solve_lp(g).row,
+    "solve_pivot": lambda g: gc.solve_pivot(g).row,
+    "solve": lambda g: gc.solve(g, 1e-6).row,
+    "solve_qre": lambda g: gc.solve_qre(g, 0.5).row,
+    "nash_gap": lambda g: gc.nash_gap(g, [0.6, 0.4], [0.3, 0.7]),
+    "regularized_gap": lambda g: gc.regularized_gap(g, [0.6, 0.4], [0.3, 0.7], 0.5),
+    "best_response": lambda g: gc.best_response(g, [0.3, 0.7]).value,
+    "play": lambda g: gc.play(g, gc.hedge(0.1), steps=20).average.row,
+}
+
+
+def _as_numpy(v):
+    return v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS_AND_PLAY))
+@pytest.mark.parametrize("kind", ["numpy", "list", "torch"])
+def test_every_solver_and_play_take_a_payoff_array(name, kind):
+    """gc.solve(numpy_array) raised 'game must be a gpo_core.MatrixGame': an array or a tensor
+    is taken wherever a game is, as MatrixGame(it), with the same answer."""
+    import torch
+
+    payoff = np.array([[2.0, -1.0], [-1.0, 1.0]])
+    given = {"numpy": payoff, "list": payoff.tolist(), "torch": torch.tensor(payoff)}[kind]
+    fn = SOLVERS_AND_PLAY[name]
+    expected = _as_numpy(fn(gc.MatrixGame(given)))
+    np.testing.assert_allclose(_as_numpy(fn(given)), expected, rtol=1e-12, atol=1e-12)
+    if kind == "numpy":  # and the caller's array is left alone
+        np.testing.assert_array_equal(given, [[2.0, -1.0], [-1.0, 1.0]])
+
+
+def test_as_game_refuses_what_is_not_a_payoff():
+    from gpo_core.games import as_game
+
+    with pytest.raises(TypeError, match=r"got 'kuhn_poker'; load a named game with "
+                       r"gpo_core\.MatrixGame\.from_openspiel\(name\)"):
+        as_game("kuhn_poker")
+    with pytest.raises(TypeError, match=r"a numpy array, a torch tensor or nested lists\), got 3"):
+        as_game(3)
+    game = gc.MatrixGame(RPS)
+    assert as_game(game) is game
+

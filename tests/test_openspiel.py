@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyspiel
 import pytest
@@ -173,3 +175,42 @@ def test_from_openspiel_accepts_a_loaded_game_and_reads_the_row_player_payoff():
     game = gc.MatrixGame.from_openspiel(loaded)
     np.testing.assert_array_equal(game.payoff, np.asarray(loaded.row_utilities()))
     assert game.shape == (4, 4) and game.name == "matrix_rpsw"
+
+
+# ---------------------------------------------------------------------- size and name guards
+@pytest.mark.parametrize("name", ["tic_tac_toe", "leduc_poker", "liars_dice"])
+def test_huge_normal_forms_are_refused_before_they_are_built(name):
+    """tic_tac_toe's normal form was built until the kernel killed it at 24 GB."""
+    with pytest.raises(
+        ValueError,
+        match=rf"game '{name}' is too big to convert to a matrix: its normal form has at least "
+        r"[0-9.e+]+ entries \(at least [0-9,]+ x [0-9,]+ pure strategies\), over the limit of "
+        r"max_entries=10,000,000 .*raise the limit",
+    ):
+        gc.MatrixGame.from_openspiel(name)
+
+
+def test_max_entries_is_counted_exactly_and_can_be_raised():
+    # Kuhn poker: 64 x 64 pure strategies (6 information states of 2 actions each per player)
+    with pytest.raises(ValueError, match=r"at least 64 x 64 pure strategies.*max_entries=4,095"):
+        gc.MatrixGame.from_openspiel("kuhn_poker", max_entries=4095)
+    assert gc.MatrixGame.from_openspiel("kuhn_poker", max_entries=4096).shape == (64, 64)
+    with pytest.raises(ValueError, match=r"'blotto' .*66 x 66 pure strategies.*max_entries=100"):
+        gc.MatrixGame.from_openspiel("blotto", max_entries=100)
+    with pytest.raises(ValueError, match=r"max_entries must be an integer >= 1, got 0"):
+        gc.MatrixGame.from_openspiel("kuhn_poker", max_entries=0)
+
+
+def test_an_unknown_name_gets_one_line_with_the_closest_names():
+    with pytest.raises(ValueError) as info:
+        gc.MatrixGame.from_openspiel("kuhn_pokr")
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 300  # not OpenSpiel's list of every game
+    assert re.search(r"game 'kuhn_pokr' is not a game OpenSpiel can load \(no game of that "
+                     r"name\); closest names: kuhn_poker, .*list them with: python -c", message)
+
+
+def test_a_bad_parameter_is_named_in_one_line():
+    with pytest.raises(ValueError, match=r"game 'blotto\(coins=abc\)' is not a game OpenSpiel "
+                       r"can load \(.*coins.*\); check its parameters, e\.g\. blotto\(\)"):
+        gc.MatrixGame.from_openspiel("blotto(coins=abc)")

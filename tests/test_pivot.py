@@ -177,8 +177,13 @@ def test_bad_arguments_are_named(kwargs, error, match):
 
 
 def test_not_a_game_is_a_type_error():
-    with pytest.raises(TypeError, match="game"):
-        gc.solve_pivot([[1, 0], [0, 1]])
+    with pytest.raises(TypeError, match="game must be a gpo_core.MatrixGame or a payoff array"):
+        gc.solve_pivot("matrix_rps")
+
+
+def test_a_payoff_array_is_taken_as_a_game():
+    sol = gc.solve_pivot([[2.0, -1.0], [-1.0, 1.0]])
+    np.testing.assert_allclose(sol.row, [0.4, 0.6], atol=1e-12)
 
 
 def test_float32_game_is_solved_in_float64():
@@ -189,7 +194,8 @@ def test_float32_game_is_solved_in_float64():
 
 
 def test_torch_game_is_solved_on_a_host_copy():
-    torch = pytest.importorskip("torch")
+    import torch  # the [all] extra installs it: a failure, not a skip
+
     a = np.random.default_rng(6).normal(size=(6, 8))
     sol = gc.solve_pivot(gc.MatrixGame(torch.tensor(a)))
     ref = gc.solve_pivot(gc.MatrixGame(a))
@@ -202,7 +208,6 @@ def test_openspiel_toy_games_are_solved_by_pivoting():
     # Kuhn poker and blotto in matrix form are degenerate (many equilibria, duplicate pure
     # strategies); blotto's warm bases are all singular, so this exercises the halving and the
     # Harris ratio test; OpenSpiel's own games are the reference the design names.
-    pytest.importorskip("pyspiel")
     from gpo_core.cli import toy_games
 
     for game in toy_games():

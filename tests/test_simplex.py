@@ -105,3 +105,79 @@ def test_safe_log_round_trips_faces_with_exact_zeros(data, n):
     np.testing.assert_array_equal(q == 0, p == 0)
     np.testing.assert_allclose(q, p, rtol=1e-12)
     assert np.isfinite(gc.kl(q, p))
+
+
+@pytest.mark.parametrize(
+    ("p", "match"),
+    [
+        ([-0.5, 1.5], r"p must be a probability vector, got negative entries"),
+        ([0.2, 0.2], r"p must sum to 1 over its last axis .*got sums 0\.4"),
+        ([np.nan, 1.0], r"p must be finite"),
+        ([], r"p must have at least one entry on its last axis .*shape \(0,\)"),
+        (0.5, r"p must have at least one entry on its last axis .*shape \(\)"),
+    ],
+)
+def test_entropy_refuses_what_is_not_a_distribution(p, match):
+    # entropy([-0.5, 1.5]) was -0.608
+    with pytest.raises(ValueError, match=match):
+        gc.entropy(p)
+
+
+def test_entropy_refuses_strings():
+    with pytest.raises(TypeError, match=r"p must be a real numeric array, got the string 'ab'"):
+        gc.entropy("ab")
+
+
+@pytest.mark.parametrize(
+    ("p", "q", "error", "match"),
+    [
+        ([0.5, 0.5], [1 / 3] * 3, ValueError, r"p and q must be distributions over the same "
+         r"actions .*shapes \(2,\) and \(3,\)"),
+        (np.full((2, 2), 0.5), np.full((3, 2), 0.5), ValueError, r"shapes \(2, 2\) and \(3, 2\)"),
+        ([0.5, 0.5], [1.5, -0.5], ValueError, r"q must be a probability vector"),
+        ([0.9, 0.9], [0.5, 0.5], ValueError, r"p must sum to 1"),
+        ([0.5, 0.5], "ab", TypeError, r"q must be a real numeric array"),
+        ([], [], ValueError, r"p must have at least one entry"),
+    ],
+)
+def test_kl_names_its_bad_argument(p, q, error, match):
+    with pytest.raises(error, match=match):
+        gc.kl(p, q)
+
+
+@pytest.mark.parametrize("fn", [gc.softmax, gc.log_softmax, gc.logsumexp])
+@pytest.mark.parametrize(
+    ("z", "error", "match"),
+    [
+        ([], ValueError, r"z must have at least one entry on its last axis .*shape \(0,\)"),
+        (np.zeros((2, 0)), ValueError, r"shape \(2, 0\)"),
+        (1.0, ValueError, r"shape \(\)"),
+        ("ab", TypeError, r"z must be a real numeric array, got the string 'ab'"),
+        ([[1.0], [1.0, 2.0]], TypeError, r"z must be a real numeric array"),
+    ],
+)
+def test_softmax_family_names_its_bad_argument(fn, z, error, match):
+    # an empty z leaked numpy's "zero-size array to reduction operation maximum"
+    with pytest.raises(error, match=match):
+        fn(z)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(logits=np.zeros(3), utilities=np.ones(2)), ValueError,
+         r"utilities must have 3 entries on its last axis .*got shape \(2,\)"),
+        (dict(logits=np.zeros((2, 3)), utilities=np.ones((4, 3))), ValueError,
+         r"utilities must have 3 entries .*leading axes that broadcast .*got shape \(4, 3\)"),
+        (dict(logits=np.zeros(3), utilities=np.ones(3), alpha=0.1, log_magnet=np.zeros(2)),
+         ValueError, r"log_magnet must have 3 entries .*got shape \(2,\)"),
+        (dict(logits=np.zeros(0), utilities=np.ones(0)), ValueError,
+         r"logits must have at least one entry on its last axis"),
+        (dict(logits="ab", utilities=np.ones(2)), TypeError, r"logits must be a real numeric array"),
+        (dict(logits=np.zeros(2), utilities="x"), TypeError, r"utilities must be a real numeric"),
+    ],
+)
+def test_mirror_step_names_its_bad_argument(kwargs, error, match):
+    # mismatched shapes leaked numpy's "operands could not be broadcast together"
+    with pytest.raises(error, match=match):
+        gc.mirror_step(eta=1.0, **kwargs)

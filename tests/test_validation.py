@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 import gpo_core as gc
+from gpo_core.schedules import Constant, InverseSqrt
 
 RPS = gc.MatrixGame([[0, -1, 1], [1, 0, -1], [-1, 1, 0]])
 THIRD = [1 / 3] * 3
@@ -110,6 +113,13 @@ def test_bad_files(tmp_path):
     (tmp_path / "nan.csv").write_text("1,nan\n3,4\n")
     with pytest.raises(ValueError, match=r"payoff must be finite"):
         gc.MatrixGame.from_file(tmp_path / "nan.csv")
+    (tmp_path / "dir.npy").mkdir()
+    with pytest.raises(ValueError, match=r"dir\.npy' is a folder; give a \.npy or \.csv"):
+        gc.MatrixGame.from_file(tmp_path / "dir.npy")
+    for junk, text in (("junk.npy", "not numpy"), ("words.csv", "a,b\nc,d\n")):
+        (tmp_path / junk).write_text(text)
+        with pytest.raises(ValueError, match=rf"{junk}' is not a readable payoff file"):
+            gc.MatrixGame.from_file(tmp_path / junk)
 
 
 def test_bad_openspiel_games():
@@ -153,16 +163,74 @@ def test_bad_step_sizes(factory, eta, error, match):
 def test_bad_schedules(factory):
     with pytest.raises(
         ValueError,
-        match=r"eta must be a number > 0 or a schedule .*eta\(1\) returned -0\.5",
+        match=r"eta must be a number > 0 or a schedule .*<lambda> returned -0\.5 at t=1$",
     ):
         factory(lambda t: -0.5)
-    with pytest.raises(ValueError, match=r"eta\(1\) returned 0\.0"):
+    with pytest.raises(ValueError, match=r"returned 0\.0 at t=1$"):
         factory(lambda t: 0.0)
-    with pytest.raises(ValueError, match=r"eta\(1\) returned nan"):
+    with pytest.raises(ValueError, match=r"returned nan at t=1$"):
         factory(lambda t: float("nan"))
     # Passing the schedule factory instead of a schedule: constant(1) is not a number.
-    with pytest.raises(TypeError, match=r"eta\(1\) returned Constant\(eta=1\.0\)"):
+    with pytest.raises(TypeError, match=r"returned Constant\(eta=1\.0\) at t=1: return a float"):
         factory(gc.constant)
+
+
+RULES_WITH_SCHEDULES = {
+    "hedge": gc.hedge,
+    "mmd": lambda eta: gc.mmd(eta, alpha=0.1),
+    "optimistic hedge": lambda eta: gc.optimistic(gc.hedge(eta)),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES_WITH_SCHEDULES))
+@pytest.mark.parametrize(
+    ("bad", "error", "shown"),
+    [
+        (-1.0, ValueError, "-1.0"),
+        (0.0, ValueError, "0.0"),
+        (float("nan"), ValueError, "nan"),
+        (float("inf"), ValueError, "inf"),
+        (np.float64(-2.0), ValueError, "-2.0"),
+        ("0.1", TypeError, "'0.1'"),
+        (None, TypeError, "None"),
+    ],
+)
+def test_schedules_are_checked_at_every_step(rule, bad, error, shown, kernels):
+    """A schedule that goes bad at t = 5 raises there, in play (the C players and numpy's) and
+    in rule.step, naming the schedule and t; before, it ran silently or blamed the payoffs."""
+
+    def late(t):
+        return 0.1 if t < 5 else bad
+
+    match = rf"eta must be a number > 0 or a schedule .*late.* returned {re.escape(shown)} at t=5"
+    with pytest.raises(error, match=match):
+        gc.play(RPS, RULES_WITH_SCHEDULES[rule](late), steps=20)
+    made = RULES_WITH_SCHEDULES[rule](late)
+    state = made.init(np.zeros(3))
+    with pytest.raises(error, match=match):
+        for _ in range(10):
+            state = made.step(state, np.array([1.0, 0.0, -1.0]))
+
+
+def test_a_good_schedule_runs_as_before():
+    """The check changes no value: a schedule and the same steps as constants give one run."""
+    wrapped = gc.play(RPS, gc.mmd(lambda t: 0.1, alpha=0.1), steps=50, x0=[0.6, 0.3, 0.1])
+    plain = gc.play(RPS, gc.mmd(0.1, alpha=0.1), steps=50, x0=[0.6, 0.3, 0.1])
+    np.testing.assert_array_equal(wrapped.average.row, plain.average.row)
+    assert gc.hedge(lambda t: 0.1).name == "hedge(eta=function)"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: Constant(-1.0), ValueError, r"eta must be a finite number > 0, got -1\.0"),
+        (lambda: Constant("0.1"), TypeError, r"eta must be a real number > 0, got '0\.1'"),
+        (lambda: InverseSqrt(float("nan")), ValueError, r"c must be a finite number > 0"),
+    ],
+)
+def test_schedule_classes_check_their_parameter(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
 
 
 @pytest.mark.parametrize(
@@ -310,8 +378,18 @@ def test_bad_play_arguments(kwargs, error, match):
 
 
 def test_bad_play_game_and_rules():
-    with pytest.raises(TypeError, match=r"game must be a gpo_core\.MatrixGame, got \[\[0, 1\]\]"):
-        gc.play([[0, 1]], gc.hedge(0.1))
+    with pytest.raises(
+        TypeError,
+        match=r"game must be a gpo_core\.MatrixGame or a payoff array .*got 'rps'; load a "
+        r"named game with gpo_core\.MatrixGame\.from_openspiel",
+    ):
+        gc.play("rps", gc.hedge(0.1))
+    with pytest.raises(TypeError, match=r"game must be a gpo_core\.MatrixGame or a payoff array"):
+        gc.play({"payoff": [[0, 1]]}, gc.hedge(0.1))
+    with pytest.raises(ValueError, match=r"game must have at least 2 dimension\(s\), got shape"):
+        gc.play([0.0, 1.0], gc.hedge(0.1))
+    with pytest.raises(ValueError, match=r"game must be finite"):
+        gc.play([[0.0, np.nan]], gc.hedge(0.1))
     with pytest.raises(TypeError, match=r"row_rule must be an UpdateRule .*got 'hedge'"):
         gc.play(RPS, "hedge")
     with pytest.raises(TypeError, match=r"col_rule must be an UpdateRule .*got 0\.1"):
@@ -320,8 +398,8 @@ def test_bad_play_game_and_rules():
 
 # ---------------------------------------------------------------------------- diagnostics
 def test_bad_diagnostic_arguments():
-    with pytest.raises(TypeError, match=r"game must be a gpo_core\.MatrixGame"):
-        gc.nash_gap(RPS.payoff, THIRD, THIRD)
+    with pytest.raises(TypeError, match=r"game must be a gpo_core\.MatrixGame or a payoff"):
+        gc.nash_gap(None, THIRD, THIRD)
     with pytest.raises(ValueError, match=r"alpha must be a finite number > 0, got 0\.0"):
         gc.regularized_gap(RPS, THIRD, THIRD, 0.0)
     with pytest.raises(ValueError, match=r"magnet_row must sum to 1"):
@@ -351,10 +429,11 @@ def test_bad_diagnostic_arguments():
 
 # ---------------------------------------------------------------------------------- exact
 def test_bad_solver_arguments():
-    with pytest.raises(TypeError, match=r"game must be a gpo_core\.MatrixGame"):
-        gc.solve_lp(np.eye(2))
-    with pytest.raises(TypeError, match=r"game must be a gpo_core\.MatrixGame"):
-        gc.solve_qre([[1, 0], [0, 1]], 0.1)
+    for solver in (gc.solve_lp, gc.solve_pivot, gc.solve, lambda g: gc.solve_qre(g, 0.1)):
+        with pytest.raises(TypeError, match=r"game must be a gpo_core\.MatrixGame or a payoff"):
+            solver("matrix_rps")
+        with pytest.raises(ValueError, match=r"game must have at least one row and one column"):
+            solver(np.zeros((0, 2)))
     with pytest.raises(ValueError, match=r"alpha must be a finite number > 0, got 0\.0"):
         gc.solve_qre(RPS, 0.0)
     with pytest.raises(TypeError, match=r"alpha must be a real number > 0"):
