@@ -18,7 +18,7 @@ __all__ = ["DEFAULT_KEYS", "progress", "metrics_table", "plot_metrics"]
 DEFAULT_KEYS = (
     "reward/mean",
     "attack/success_rate",
-    "diversity/self_bleu",
+    "diversity/one_minus_self_bleu",
     "diversity/embedding",
     "defender/kl/reference",
     "adversary/kl/reference",

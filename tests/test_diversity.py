@@ -1,6 +1,8 @@
 """Tests of backends.diversity: BLEU/SelfBLEU against hand-worked cases and an independent
 Fraction-based oracle, embedding similarity against hand-computed cosines (paper sum vs code mean),
-the DiversityReward forms, the logged metrics, and the real all-MiniLM-L6-v2 (offline)."""
+the DiversityReward forms, the logged metrics, the real all-MiniLM-L6-v2 (offline), and the
+incremental indexes (SelfBLEUIndex, EmbeddingIndex) against the plain functions on random growing
+histories: equal values, only the new tail processed, a rebuild for any other history."""
 
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from hypothesis import strategies as st
 
 from backends.diversity import (
     METRIC_EMBEDDING,
-    METRIC_SELF_BLEU,
+    METRIC_ONE_MINUS_SELF_BLEU,
     DiversityReward,
+    EmbeddingIndex,
     HashingEmbedder,
     MiniLMEmbedder,
+    SelfBLEUIndex,
     bleu,
     diversity_metrics,
     embedding_similarity,
@@ -395,12 +399,12 @@ def test_diversity_metrics_count_self_matches_like_the_code():
     prompts = [" ".join(f"w{i}_{k}" for k in range(5)) for i in range(n)]  # disjoint, 5 words
     orth = TableEmbedder({p: np.eye(n)[i] for i, p in enumerate(prompts)})
     m = diversity_metrics(prompts, orth)
-    assert set(m) == {"diversity/self_bleu", "diversity/embedding"}
-    assert m[METRIC_SELF_BLEU] == pytest.approx(1 - 1 / n)
+    assert set(m) == {"diversity/one_minus_self_bleu", "diversity/embedding"}
+    assert m[METRIC_ONE_MINUS_SELF_BLEU] == pytest.approx(1 - 1 / n)
     assert m[METRIC_EMBEDDING] == pytest.approx(1 - (1 / n) / 2)
     same = diversity_metrics(["a b c d e"] * 3, HashingEmbedder())
-    assert same == pytest.approx({METRIC_SELF_BLEU: 0.0, METRIC_EMBEDDING: 0.5})
-    assert diversity_metrics(["a b c d e"]) == {"diversity/self_bleu": 0.0}
+    assert same == pytest.approx({METRIC_ONE_MINUS_SELF_BLEU: 0.0, METRIC_EMBEDDING: 0.5})
+    assert diversity_metrics(["a b c d e"]) == {"diversity/one_minus_self_bleu": 0.0}
     with pytest.raises(ValueError, match="prompts must hold at least one string"):
         diversity_metrics([])
 
@@ -450,3 +454,193 @@ def test_oracle_self_check():
     assert reference_bleu(h, r, 2) == pytest.approx(math.sqrt(0.5))
     smoothed = reference_bleu(["a", "b", "c"], ["a", "b", "d"], 3, 0.1)
     assert smoothed == pytest.approx((1 / 30) ** (1 / 3))
+
+
+# ------------------------------------------------------------------- the incremental indexes
+
+# few words, so that n-grams repeat inside a prompt (count levels > 1) and across prompts
+FEW = ["a", "b", "c", "d"]
+few_sentences = st.lists(st.sampled_from(FEW), min_size=0, max_size=12).map(" ".join)
+batches = st.lists(st.lists(few_sentences, min_size=0, max_size=6), min_size=1, max_size=5)
+orders = st.sampled_from([(2, 3, 4, 5), (1,), (1, 2), (3, 5), (4,)])
+
+
+class CountingTokenizer:
+    """The default tokenizer, counting the texts it sees."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, text):
+        self.seen.append(text)
+        return tokenize(text)
+
+
+class CountingEmbedder(HashingEmbedder):
+    def __init__(self, dim=64):
+        super().__init__(dim=dim)
+        object.__setattr__(self, "seen", [])
+
+    def embed(self, texts):
+        self.seen.extend(texts)
+        return super().embed(texts)
+
+
+@given(batches=batches, prompts=st.lists(few_sentences, min_size=1, max_size=4), ngrams=orders,
+       smooth=st.booleans())
+def test_self_bleu_index_equals_the_plain_function_on_a_growing_history(batches, prompts, ngrams,
+                                                                        smooth):
+    smoothing = "epsilon" if smooth else "none"
+    index = SelfBLEUIndex(ngrams, smoothing=smoothing)
+    history = []
+    for batch in batches:
+        history = history + batch  # a new list each round, as the game loop passes
+        got = index(prompts, history)
+        want = self_bleu(prompts, history, ngrams, smoothing=smoothing)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+        assert index.indexed == len(history)
+        index(prompts, history)  # the same history again: nothing new, same values
+        np.testing.assert_allclose(index(prompts, history), want, rtol=1e-12, atol=1e-15)
+
+
+@given(history=st.lists(few_sentences, min_size=2, max_size=10), prompts=st.lists(
+    few_sentences, min_size=1, max_size=3), seed=st.randoms())
+def test_self_bleu_index_rebuilds_for_a_history_that_is_not_an_extension(history, prompts, seed):
+    index = SelfBLEUIndex(smoothing="epsilon")
+    index(prompts, history)
+    for other in (history[:-1], history[1:], sorted(history, key=lambda _: seed.random()),
+                  history[:1] + ["d d d c"] + history[2:] + ["a b"]):
+        np.testing.assert_allclose(index(prompts, other),
+                                   self_bleu(prompts, other, smoothing="epsilon"),
+                                   rtol=1e-12, atol=1e-15)
+        assert index.indexed == len(other)
+
+
+def test_an_edit_in_the_middle_of_the_history_is_seen():
+    # same length, same first and last items: a fingerprint of the ends would miss the edit
+    base = ["a b c d e", "x y z w v", "a b c d e"]
+    edited = ["a b c d e", "a b c d e", "a b c d e"]
+    index = SelfBLEUIndex()
+    assert index(["a b c d e"], base)[0] == pytest.approx(2 / 3)
+    assert index(["a b c d e"], edited + ["q r s"])[0] == pytest.approx(3 / 4)
+    assert index(["a b c d e"], base + ["q r s"])[0] == pytest.approx(2 / 4)
+
+
+def test_self_bleu_index_tokenises_only_the_new_history_and_the_prompts():
+    tok = CountingTokenizer()
+    index = SelfBLEUIndex(tokenizer=tok)
+    history = [f"prompt number {i} about cats" for i in range(50)]
+    index(["a prompt about cats"], history)
+    assert len(tok.seen) == 51
+    tok.seen.clear()
+    history = history + ["prompt number 50 about dogs", "prompt number 51 about cats"]
+    got = index(["a prompt about cats", "dogs"], history)
+    assert tok.seen == history[-2:] + ["a prompt about cats", "dogs"]
+    np.testing.assert_allclose(got, self_bleu(["a prompt about cats", "dogs"], history), rtol=1e-12)
+    tok.seen.clear()
+    index(["dogs"], history[1:])  # not an extension: everything again
+    assert len(tok.seen) == len(history)
+
+
+def test_self_bleu_index_counts_duplicates_as_the_plain_function():
+    index = SelfBLEUIndex()
+    p = ["The Cat sat on the mat"]
+    assert index(p, ["the cat sat on the mat", "zzz"])[0] == pytest.approx(0.5)
+    assert index(p, ["the cat sat on the mat", "zzz", "THE CAT SAT ON THE MAT"])[0] == (
+        pytest.approx(2 / 3))
+    assert index(p, []).tolist() == [0.0] and index([], ["a"]).shape == (0,)
+
+
+def test_self_bleu_index_validates_and_recovers_from_a_bad_tail():
+    with pytest.raises(ValueError, match="ngrams must name at least one"):
+        SelfBLEUIndex(ngrams=())
+    with pytest.raises(ValueError, match="smoothing must be one of"):
+        SelfBLEUIndex(smoothing="add-one")
+    with pytest.raises(TypeError, match="tokenizer"):
+        SelfBLEUIndex(tokenizer="split")
+    index = SelfBLEUIndex()
+    with pytest.raises(TypeError, match="history must be a sequence of strings, got the single"):
+        index(["a"], "a b c")
+    with pytest.raises(TypeError, match="prompts must be a sequence of strings"):
+        index("a b", ["a"])
+    history = ["a b c", "b c d"]
+    index(["a b c"], history)
+    # the bad item is named by its place in the whole history, not in the new tail
+    with pytest.raises(TypeError, match=r"history\[3\] must be a str, got int 7"):
+        index(["a b c"], history + ["c d e", 7])
+
+    def flaky(text):
+        if text == "boom":
+            raise RuntimeError("tokenizer failed")
+        return text.split()
+
+    index = SelfBLEUIndex(tokenizer=flaky)
+    index(["a b c"], history)
+    with pytest.raises(RuntimeError, match="tokenizer failed"):
+        index(["a b c"], history + ["a b c", "boom"])
+    assert index.indexed == 0  # the half-built index was dropped ...
+    good = history + ["a b c"]
+    np.testing.assert_allclose(index(["a b c"], good), self_bleu(["a b c"], good, tokenizer=str.split))
+
+
+@given(batches=st.lists(st.lists(sentences, min_size=0, max_size=5), min_size=1, max_size=4),
+       prompts=st.lists(sentences, min_size=1, max_size=3))
+def test_embedding_index_equals_the_plain_function_on_a_growing_history(batches, prompts):
+    emb = HashingEmbedder(dim=32)
+    index = EmbeddingIndex(emb)
+    history = []
+    for batch in batches:
+        history = history + batch
+        for reduce in ("mean", "sum"):
+            np.testing.assert_allclose(
+                index(prompts, history, reduce=reduce),
+                embedding_similarity(prompts, history, emb, reduce=reduce),
+                rtol=1e-12, atol=1e-14,
+            )
+        assert index.indexed == len(history)
+
+
+def test_embedding_index_embeds_each_history_prompt_once_and_rebuilds_when_it_must():
+    emb = CountingEmbedder()
+    index = EmbeddingIndex(emb)
+    history = ["one two", "three four", "five"]
+    index(["one"], history)
+    assert emb.seen == ["one"] + history
+    emb.seen.clear()
+    index(["two"], history + ["six"], reduce="sum")
+    assert emb.seen == ["two", "six"]
+    emb.seen.clear()
+    index(["two"], ["six"] + history)  # not an extension
+    assert emb.seen == ["two", "six"] + history
+
+
+def test_embedding_index_validates():
+    with pytest.raises(TypeError, match="Embedder"):
+        EmbeddingIndex(object())
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        EmbeddingIndex(HashingEmbedder())(["a"], ["b"], reduce="max")
+    table = TableEmbedder({"p": [1.0, 0.0], "h": [0.0, 1.0], "z": [0.0, 0.0], "w": [1.0, 0, 0]})
+    index = EmbeddingIndex(table)
+    assert index(["p"], ["h"])[0] == 0.0
+    with pytest.raises(ValueError, match=r"zero vector for history\[2\]"):
+        index(["p"], ["h", "h", "z"])
+    with pytest.raises(ValueError, match=r"3-d vectors for history\[1:\] but 2-d"):
+        index(["p"], ["h", "w"])
+    with pytest.raises(ValueError, match="3-d vectors for the prompts but 2-d"):
+        index(["w"], ["h"])
+    assert index.indexed == 1  # the failed calls left the index as it was
+    assert index(["p"], ["h", "p"])[0] == pytest.approx(0.5)
+
+
+@given(batches=st.lists(st.lists(sentences, min_size=0, max_size=5), min_size=1, max_size=4),
+       prompts=st.lists(sentences, min_size=1, max_size=3), form=st.sampled_from(["code", "paper"]))
+def test_diversity_reward_equals_the_plain_computation_round_after_round(batches, prompts, form):
+    emb = HashingEmbedder(dim=32)
+    div = DiversityReward(embedder=emb, form=form)
+    reduce, (wb, we) = ("sum", (0.5, 0.5)) if form == "paper" else ("mean", (5.0, 1.0))
+    history = []
+    for batch in batches:
+        history = history + batch
+        want = -(wb * self_bleu(prompts, history) + we * embedding_similarity(
+            prompts, history, emb, reduce=reduce)) if history else np.zeros(len(prompts))
+        np.testing.assert_allclose(div(prompts, history), want, rtol=1e-12, atol=1e-14)

@@ -22,7 +22,7 @@ def test_example_config_trains_and_writes_outputs(tmp_path, capsys):
     assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [m["round"] for m in metrics] == [1, 2]
-    assert {"reward/mean", "attack/success_rate", "diversity/self_bleu"} <= set(metrics[0])
+    assert {"reward/mean", "attack/success_rate", "diversity/one_minus_self_bleu"} <= set(metrics[0])
     assert (tmp_path / "run" / "metrics.png").exists()
     assert (tmp_path / "run" / "checkpoint" / "state.json").exists()
     assert "| round |" in capsys.readouterr().out
