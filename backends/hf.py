@@ -25,20 +25,28 @@ the surrogates of :mod:`backends.objectives` (their maximiser is that target):
 1. score the rows under the current model (:math:`\log\pi_t`, no grad) and the reference
    (:math:`\log\rho`: a frozen copy of the initial model, or under ``peft`` the same network with
    its adapters disabled);
-2. take ``inner_steps`` AdamW steps on the surrogate, micro-batched (the loss couples the rows of a
-   context, so with several micro-batches each step first scores every row without grad, takes
-   the loss's gradient with respect to the row log-probabilities, then back-propagates it one
-   micro-batch at a time: the same gradient as one big batch);
-3. report the surrogate, non-negative importance-sampled estimates of
-   :math:`\mathrm{KL}(\pi\|\pi_t)` and :math:`\mathrm{KL}(\pi\|\rho)` at the new parameters,
-   and the gradient norm.
+2. minimise the surrogate until the fit is within ``fit_tol`` of the target on the rows
+   (:mod:`backends.fit`: the residual variance of :math:`\log\pi - \log\pi^\star` relative to
+   the move asked for), with L-BFGS by default, ``max_fit_steps`` gradient evaluations at most
+   (a warning, once per policy, when they run out first), micro-batched (the loss couples the
+   rows of a context, so with several micro-batches each evaluation first scores every row
+   without grad, takes the loss's gradient with respect to the row log-probabilities, then
+   back-propagates it one micro-batch at a time: the same gradient as one big batch);
+3. report the fit (``fit/...``: where the residual started and ended, the gradient evaluations
+   spent, whether it converged), the surrogate, non-negative estimates of
+   :math:`\mathrm{KL}(\pi\|\pi_t)` and :math:`\mathrm{KL}(\pi\|\rho)`, and the gradient norm.
 
-By default every :meth:`~HFPolicy.update` starts a fresh AdamW (``fresh_optimizer=True``): each
-call fits a *new* target (the proximal step from the current iterate), so moments from the last
-target carry no information about this one, and a policy is then fully described by its
-parameters, which makes checkpoints exact (a resumed run equals an uninterrupted one).
-With ``fresh_optimizer=False`` the moments persist across calls, as PPO trainers do;
-:meth:`~HFPolicy.reset_optimizer` clears them, and :meth:`~HFPolicy.restore` leaves them alone. The model runs in ``eval()`` mode throughout (no
+So ``eta`` means here what it means on a matrix game: the fitted policy moves by the mirror step's
+log-ratio :math:`\kappa[u + \alpha(\log\rho - \log\pi_t)]` on the experience, to within
+``sqrt(fit_tol)`` of its size, whatever the learning rate (``tests/test_lm_twin.py`` measures it).
+
+Every :meth:`~HFPolicy.update` starts a fresh optimiser by default (``fresh_optimizer=True``):
+each call fits a *new* target (the proximal step from the current iterate), so curvature pairs
+or moments from the last target carry no information about this one, and a policy is then fully
+described by its parameters, which makes checkpoints exact (a resumed run equals an
+uninterrupted one). With ``optimizer="adam"`` and ``fresh_optimizer=False`` the moments persist
+across calls, as PPO trainers do; :meth:`~HFPolicy.reset_optimizer` clears them, and
+:meth:`~HFPolicy.restore` leaves them alone. The model runs in ``eval()`` mode throughout (no
 dropout), so scoring is deterministic and :math:`\pi_t` is the policy that sampled.
 """
 
@@ -47,7 +55,9 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import hashlib
 import inspect
+import json
 import math
 import os
 import warnings
@@ -57,9 +67,16 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from backends import fit as _fit
 from backends import objectives as _obj
 from gpo_core._io import atomic_path
-from gpo_core._validate import as_real_array, check_positive, check_positive_int, short
+from gpo_core._validate import (
+    as_real_array,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    short,
+)
 from gpo_core.protocols import Experience, MirrorStep, Samples
 
 __all__ = ["GenerationSettings", "HFPolicy", "save_snapshot", "load_snapshot"]
@@ -68,6 +85,7 @@ _OBJECTIVES: dict[str, Callable[[torch.Tensor, Any], torch.Tensor]] = {
     "regression": _obj._regression,
     "pg": _obj._pg,
 }
+_OPTIMIZERS = ("lbfgs", "adam")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
 
@@ -138,8 +156,17 @@ class HFPolicy:
         generation: sampling settings; ``max_new_tokens`` is part of the policy's definition.
         objective: ``"regression"`` (:func:`backends.objectives.target_log_ratio_regression_loss`)
             or ``"pg"`` (:func:`backends.objectives.kl_regularized_pg_loss`).
-        lr: AdamW learning rate (try 1e-5 for full fine-tuning, 1e-4 for LoRA).
-        inner_steps: AdamW steps per :meth:`update`.
+        lr: AdamW learning rate for ``optimizer="adam"`` (try 1e-5 for full fine-tuning, 1e-4
+            for LoRA); L-BFGS needs none (its line search sets the step).
+        optimizer: ``"lbfgs"`` (default: quasi-Newton with a strong-Wolfe line search, scale-free,
+            few evaluations; memory ``2 * 10`` copies of the trainable parameters, so use LoRA on
+            large models) or ``"adam"`` (AdamW); see :mod:`backends.fit`.
+        fit_tol: stop when the residual of the fit is at most this share of the move asked for
+            (``R <= fit_tol * R0``: the log-ratio's root-mean-square error is then at most
+            ``sqrt(fit_tol)`` of the move's).
+        fit_atol: ... or at most this in absolute terms (float32 log-probabilities floor).
+        max_fit_steps: the budget of gradient evaluations per :meth:`update` (a safety net).
+        inner_steps: the old name of ``max_fit_steps`` (kept for existing configs).
         micro_batch_size: rows per forward pass, for sampling, scoring and training.
         device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``...); ``None`` keeps the
             model's device.
@@ -156,11 +183,14 @@ class HFPolicy:
         max_prompt_tokens: the prompt budget in tokens; ``None``: the model context minus
             ``max_new_tokens`` (unlimited when the model config has no context length).
         max_grad_norm: clip the gradient to this norm before each step; ``None``: no clipping.
-        fresh_optimizer: start each :meth:`update` with a fresh AdamW (default; see the module
-            docstring) instead of carrying its moments across calls.
+        fresh_optimizer: start each :meth:`update` with a fresh optimiser (default; see the
+            module docstring) instead of carrying AdamW's moments across calls (``"adam"`` only).
         grad_sync: called with the trainable parameters after each backward pass and before
             clipping, e.g. :meth:`backends.distributed.TorchComm.average_gradients` to train
-            data-parallel (every rank then takes the same step).
+            data-parallel (every rank then takes the same step). Needs ``value_sync``.
+        value_sync: with ``grad_sync``, maps ``{name: float}`` to the mean over ranks (e.g.
+            :meth:`backends.distributed.TorchComm.mean`), so that every rank sees the same loss and
+            residual and takes the same line-search and stopping decisions.
         weight_decay: AdamW's decoupled weight decay. The default 0 keeps the fixed point of the
             update exactly the target; decay pulls the weights toward 0 instead.
         name: how errors and ``repr`` name this policy (``"defender"``, ``"adversary"``).
@@ -189,7 +219,11 @@ class HFPolicy:
         generation: GenerationSettings = GenerationSettings(),
         objective: str = "regression",
         lr: float = 1e-5,
-        inner_steps: int = 4,
+        optimizer: str = "lbfgs",
+        fit_tol: float = 1e-2,
+        fit_atol: float = 1e-8,
+        max_fit_steps: int = 50,
+        inner_steps: int | None = None,
         micro_batch_size: int = 16,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
@@ -201,6 +235,7 @@ class HFPolicy:
         weight_decay: float = 0.0,
         fresh_optimizer: bool = True,
         grad_sync: Callable[[Sequence[torch.nn.Parameter]], None] | None = None,
+        value_sync: Callable[[Mapping[str, float]], Mapping[str, float]] | None = None,
         name: str = "policy",
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -225,7 +260,24 @@ class HFPolicy:
             )
         self._objective = objective
         self._lr = check_positive(lr, "lr")
-        self._inner_steps = check_positive_int(inner_steps, "inner_steps")
+        if optimizer not in _OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {list(_OPTIMIZERS)}, got {short(optimizer)}"
+            )
+        self._optimizer_kind = optimizer
+        self._fit_tol = check_positive(fit_tol, "fit_tol")
+        if self._fit_tol >= 1:
+            raise ValueError(
+                f"fit_tol must be in (0, 1) (the residual's share of the move asked for), got "
+                f"{fit_tol!r}; 1e-2 leaves 10% root-mean-square error in the step"
+            )
+        self._fit_atol = check_nonnegative(fit_atol, "fit_atol")
+        if inner_steps is not None:
+            max_fit_steps = inner_steps
+        self._max_fit_steps = check_positive_int(
+            max_fit_steps, "max_fit_steps" if inner_steps is None else "inner_steps"
+        )
+        self._fit_warned = False
         self._micro = check_positive_int(micro_batch_size, "micro_batch_size")
         self._max_grad_norm = None if max_grad_norm is None else check_positive(
             max_grad_norm, "max_grad_norm"
@@ -237,12 +289,29 @@ class HFPolicy:
                 f"weight_decay must be a finite number >= 0, got {short(weight_decay)}"
             )
         self._weight_decay = float(weight_decay)
+        if self._weight_decay and optimizer != "adam":
+            raise ValueError(
+                f"weight_decay={weight_decay!r} is AdamW's; it needs optimizer='adam' (L-BFGS "
+                "fits the step's target exactly, with no decay)"
+            )
         if not isinstance(fresh_optimizer, bool):
             raise TypeError(f"fresh_optimizer must be a bool, got {short(fresh_optimizer)}")
         self._fresh_optimizer = fresh_optimizer
         if grad_sync is not None and not callable(grad_sync):
             raise TypeError(f"grad_sync must be a callable params -> None or None, got {short(grad_sync)}")
         self._grad_sync = grad_sync
+        if value_sync is not None and not callable(value_sync):
+            raise TypeError(
+                f"value_sync must be a callable {{name: float}} -> {{name: mean over ranks}} or "
+                f"None, got {short(value_sync)}"
+            )
+        if grad_sync is not None and value_sync is None:
+            raise ValueError(
+                f"HFPolicy {name!r}: grad_sync is given but value_sync is not; the ranks must "
+                "also agree on the loss and the fit's residual to take the same steps: pass "
+                "value_sync=comm.mean (backends.distributed)"
+            )
+        self._value_sync = value_sync
         if not isinstance(truncate_prompts, bool):
             raise TypeError(f"truncate_prompts must be a bool, got {short(truncate_prompts)}")
         self._truncate = truncate_prompts
@@ -356,6 +425,21 @@ class HFPolicy:
     def pad_token_id(self) -> int:
         """The id used for padding (the eos id when the tokenizer has no pad token)."""
         return self._pad_id
+
+    def describe(self) -> str:
+        """What defines this policy, for a checkpoint to compare on resume (stable across runs)."""
+        base = self._model.get_base_model() if self._peft else self._model
+        config = {k: v for k, v in base.config.to_dict().items() if k != "transformers_version"}
+        digest = hashlib.blake2b(
+            json.dumps(config, sort_keys=True, default=str).encode(), digest_size=8
+        ).hexdigest()
+        return (
+            f"HFPolicy(name={self._name!r}, model={type(base).__name__}, config={digest}, "
+            f"peft={self._peft}, objective={self._objective!r}, "
+            f"optimizer={self._optimizer_kind!r}, fit_tol={self._fit_tol!r}, "
+            f"max_fit_steps={self._max_fit_steps}, generation={self._generation!r}, "
+            f"vocab={self._tok_len})"
+        )
 
     def __repr__(self) -> str:
         return (
@@ -472,18 +556,18 @@ class HFPolicy:
         return rows
 
     def update(self, experience: Experience, step: MirrorStep) -> dict[str, float]:
-        """Fit the policy to ``step``'s target on ``experience`` (``inner_steps`` AdamW steps).
+        """Fit the policy to ``step``'s target on ``experience``, to ``fit_tol`` (module docstring).
 
         Rows are read as draws from the current policy: within each context the weights are
         normalised to sum to one, so ``sum_i w_i f(y_i)`` estimates ``E_{y ~ pi_t}[f]`` (a weight
         is the probability of the row's opponent part; equal weights for plain samples), and each
         context counts in proportion to its total weight (e.g. a prompt's probability). To hand
         it an exact enumeration of a support instead, weight each row by
-        ``pi_t(output | context)`` (times the opponent part's probability); the regression
-        objective's fixed point does not depend on the weights at all. Rows that repeat a
+        ``pi_t(output | context)`` (times the opponent part's probability). Rows that repeat a
         ``(context, output)`` are first merged into one (weights summed, utilities
-        weight-averaged), which leaves the gradient as it is; with the regression objective the
-        reported ``loss`` then leaves out the repeats' spread of utilities (a constant).
+        weight-averaged), which leaves the gradient and the target as they are; with the
+        regression objective the reported ``loss`` then leaves out the repeats' spread of
+        utilities (a constant).
 
         Args:
             experience: rows ``(context, output, utility, weight)``; utilities are "higher is
@@ -491,26 +575,28 @@ class HFPolicy:
             step: the mirror step (``eta``, ``alpha``); the reference is this policy's.
 
         Returns:
-            ``loss`` (the surrogate at the new parameters), ``loss/initial`` (before the first
-            step), ``objective`` (the importance-sampled J at the new parameters),
-            ``kl/previous`` and ``kl/reference`` (non-negative importance-sampled estimates of
-            the new policy's KL to ``pi_t`` and to the reference, see
-            :class:`backends.objectives.ObjectiveEstimate`), and ``grad_norm`` (before clipping,
-            last step).
+            ``fit/residual_initial``, ``fit/residual``, ``fit/relative``, ``fit/steps``,
+            ``fit/converged`` (:class:`backends.fit.FitReport`); ``loss`` (the surrogate at the new
+            parameters), ``loss/initial``, ``objective`` (the importance-sampled J there),
+            ``kl/previous_is`` and ``kl/reference_is`` (non-negative importance-sampled estimates
+            of the new policy's KL to ``pi_t`` and to the reference, see
+            :class:`backends.objectives.ObjectiveEstimate`), ``kl/reference`` (the iterate that
+            drew the rows, by the non-negative estimator ``E_{pi_t}[q - 1 - log q]``,
+            ``q = rho/pi_t``) and ``grad_norm`` (of the last evaluation, before clipping).
 
         Raises:
             TypeError, ValueError: for malformed experience (e.g. rows of unequal lengths) or step.
             FloatingPointError: if a gradient is not finite (the parameters are left as they were
-                before that step).
+                before that evaluation's step).
         """
         ctx, out, utilities, weights = _merge_repeated_rows(*self._check_experience(experience))
-        if self._fresh_optimizer:
-            self._optimizer = self._new_optimizer()
         if not isinstance(step, MirrorStep):
             raise TypeError(
                 f"step must be a gpo_core.protocols.MirrorStep, got {short(step)}; e.g. "
                 "MirrorStep(eta=0.5, alpha=0.1)"
             )
+        if self._fresh_optimizer or self._optimizer_kind == "lbfgs":
+            self._optimizer = self._new_optimizer()
         seqs, scored = self._encode_rows(ctx, out)
         index: dict[str, int] = {}
         gid = np.array([index.setdefault(c, len(index)) for c in ctx], dtype=np.int64)
@@ -520,61 +606,104 @@ class HFPolicy:
         rows = _obj._prepare(
             logp_old, logp_old, logp_ref, utilities, weights, step.eta, step.alpha, gid
         )
+        r0 = _fit.residual(rows.logp_old, rows)
+        if not math.isfinite(r0):
+            raise FloatingPointError(
+                f"HFPolicy {self._name!r}: the move the step asks for is not finite (residual "
+                f"{r0}); utilities up to {float(np.max(np.abs(utilities))):.3g} times eta="
+                f"{step.eta} overflow; rescale the utilities or lower eta"
+            )
         loss_fn = _OBJECTIVES[self._objective]
         single = len(seqs) <= self._micro
-        initial = grad_norm = math.nan
-        for s in range(self._inner_steps):
+        trace = {"initial": math.nan, "grad_norm": math.nan}
+
+        def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
             self._optimizer.zero_grad(set_to_none=True)
             if single:
-                loss = loss_fn(self._score(self._model, seqs, scored), rows)
+                lp = self._score(self._model, seqs, scored)
+                loss = loss_fn(lp, rows)
                 loss.backward()
+                current = lp.detach()
             else:
-                if s == 0:
-                    current = logp_old
-                else:
-                    with torch.no_grad():
-                        current = self._score(self._model, seqs, scored)
+                with torch.no_grad():
+                    current = self._score(self._model, seqs, scored)
                 leaf = current.detach().requires_grad_(True)
                 loss = loss_fn(leaf, rows)
                 loss.backward()
                 self._backward_rows(seqs, scored, leaf.grad)
-            if s == 0:
-                initial = loss.item()
+            if math.isnan(trace["initial"]):
+                trace["initial"] = loss.item()
             if self._grad_sync is not None:
                 self._grad_sync(self._params)
-            norm = torch.nn.utils.clip_grad_norm_(
-                self._params, math.inf if self._max_grad_norm is None else self._max_grad_norm
-            )
-            grad_norm = float(norm)
-            if not math.isfinite(grad_norm):
+            # Clipping changes the direction a line search probes, so only AdamW clips.
+            clip = self._max_grad_norm if self._optimizer_kind == "adam" else None
+            norm = float(torch.nn.utils.clip_grad_norm_(
+                self._params, math.inf if clip is None else clip
+            ))
+            trace["grad_norm"] = norm
+            if not math.isfinite(norm):
                 self._optimizer.zero_grad(set_to_none=True)
                 raise FloatingPointError(
-                    f"HFPolicy {self._name!r}: gradient norm is {grad_norm} at inner step {s} "
-                    f"(loss {loss.item():.6g}); the step was skipped. Lower lr, check the "
-                    "utilities' scale, or use dtype='float32'"
+                    f"HFPolicy {self._name!r}: gradient norm is {norm} (loss {loss.item():.6g}); "
+                    "the step was skipped. Check the utilities' scale, use dtype='float32', or "
+                    "lower lr with optimizer='adam'"
                 )
-            self._optimizer.step()
+            return loss, current
+
+        report, final = _fit.fit(
+            self._optimizer, evaluate, rows, tol=self._fit_tol, atol=self._fit_atol,
+            max_steps=self._max_fit_steps, sync=self._sync_float,
+        )
         self._optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
-            final = self._score(self._model, seqs, scored)
+            if final is None:
+                final = self._score(self._model, seqs, scored)
+                report = report._replace(residual=self._sync_float(_fit.residual(final, rows)))
             est = _obj._estimate(final, rows)
             loss_final = loss_fn(final, rows).item()
-        # KL(pi_t || rho) of the iterate that produced the rows, by the unbiased "k1" estimator
-        # E_{pi_t}[log pi_t - log rho] (as RLHF trainers log it; a sample mean can dip below 0):
-        # reliable when the rows are samples of pi_t, unlike the importance-sampled estimates for
-        # the new parameters ("kl/*_is"), which are heavy-tailed once a step moves far.
-        log_r = np.asarray(logp_old, dtype=np.float64) - np.asarray(logp_ref, dtype=np.float64)
+        if not report.converged and not self._fit_warned:
+            self._fit_warned = True
+            warnings.warn(
+                f"HFPolicy {self._name!r}: the fit used its whole budget of "
+                f"{self._max_fit_steps} gradient evaluations (max_fit_steps) and stopped at a "
+                f"residual of {report.relative:.3g} x the move asked for (tolerance "
+                f"{self._fit_tol:g}; {report.residual:.3g} against {report.residual_initial:.3g}), "
+                f"so this step is shorter than eta asks; {self._fit_advice()}. Said once per "
+                "policy; every update logs fit/converged",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        # KL(pi_t || rho) of the iterate that drew the rows by the "k3" estimator
+        # E_{pi_t}[q - 1 - log q], q = rho/pi_t: unbiased on pi_t-draws, >= 0 term by term.
+        log_q = (logp_ref.double() - logp_old.double()).cpu().numpy()
         w = np.asarray(weights, dtype=np.float64)
-        kl_iterate = float(np.sum(w * log_r) / np.sum(w))
+        kl_iterate = float(np.sum(w * (np.expm1(log_q) - log_q)) / np.sum(w))
         return {
+            **report.metrics(),
             "loss": loss_final,
-            "loss/initial": initial,
+            "loss/initial": trace["initial"] if report.steps else loss_final,
             "objective": est.objective,
             "kl/reference": kl_iterate,
             "kl/previous_is": est.kl_previous,
             "kl/reference_is": est.kl_reference,
-            "grad_norm": grad_norm,
+            "grad_norm": trace["grad_norm"],
         }
+
+    def _fit_advice(self) -> str:
+        if self._optimizer_kind == "adam":
+            return "raise max_fit_steps, or use optimizer='lbfgs' (scale-free, fewer evaluations)"
+        advice = "raise max_fit_steps or fit_tol"
+        if self._objective == "pg":
+            advice += ", or use objective='regression' (a least-squares fit: fewer evaluations)"
+        if next(self._model.parameters()).dtype == torch.bfloat16:
+            advice += " (bfloat16 weights round small steps away: use float32 for tight fits)"
+        return advice
+
+    def _sync_float(self, value: float) -> float:
+        """``value`` as every rank agrees on it (its mean over ranks under ``value_sync``)."""
+        if self._value_sync is None:
+            return float(value)
+        return float(self._value_sync({"value": float(value)})["value"])
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         """An independent CPU copy of the trainable state.
@@ -700,6 +829,12 @@ class HFPolicy:
             ) from exc
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
+        if self._optimizer_kind == "lbfgs":
+            # tolerances 0: backends.fit stops on the residual, not on LBFGS's own tests
+            return torch.optim.LBFGS(
+                self._params, lr=1.0, history_size=10, line_search_fn="strong_wolfe",
+                tolerance_grad=0.0, tolerance_change=0.0,
+            )
         return torch.optim.AdamW(self._params, lr=self._lr, weight_decay=self._weight_decay)
 
     # ------------------------------------------------------------------------------- validation

@@ -167,8 +167,11 @@ def test_update_on_the_full_support_lands_on_the_mirror_step_target(words, objec
     c, o = _rows(CONTEXTS, space)
     reference = _word_model(words, seed=2)  # rho differs from pi_t, so alpha's pull is visible
     log_rho = HFPolicy(copy.deepcopy(reference), words, generation=ONE).log_prob(c, o)
-    policy = HFPolicy(_word_model(words), words, generation=ONE, objective=objective, lr=0.01,
-                      inner_steps=300, reference=reference, max_grad_norm=None)
+    # the regression surrogate is a least-squares fit and converges fast; the policy gradient's
+    # curvature scales with pi(y), so it needs more evaluations for the same residual
+    tol, budget = (1e-6, 50) if objective == "regression" else (1e-4, 300)
+    policy = HFPolicy(_word_model(words), words, generation=ONE, objective=objective,
+                      fit_tol=tol, max_fit_steps=budget, reference=reference)
     u = np.random.default_rng(0).uniform(-1.5, 1.5, size=len(c))
     log_t = policy.log_prob(c, o)
     shape = (len(CONTEXTS), len(space))
@@ -180,13 +183,17 @@ def test_update_on_the_full_support_lands_on_the_mirror_step_target(words, objec
     new = np.exp(policy.log_prob(c, o)).reshape(shape)
     assert _tv(new, target).max() < 0.01
     assert set(metrics) == {"loss", "loss/initial", "objective", "kl/reference", "kl/previous_is",
-                            "kl/reference_is", "grad_norm"}
+                            "kl/reference_is", "grad_norm", "fit/residual_initial",
+                            "fit/residual", "fit/relative", "fit/steps", "fit/converged"}
+    assert metrics["fit/converged"] == 1.0 and metrics["fit/relative"] <= tol
+    assert 0 < metrics["fit/steps"] <= budget
     # The reported KLs are exact here (rows = the full support weighted by pi_t).
     kl_prev = np.mean(np.sum(new * (np.log(new) - log_t.reshape(shape)), -1))
     kl_ref = np.mean(np.sum(new * (np.log(new) - log_rho.reshape(shape)), -1))
     assert metrics["kl/previous_is"] == pytest.approx(kl_prev, abs=1e-4)
     assert metrics["kl/reference_is"] == pytest.approx(kl_ref, abs=1e-4)
-    # kl/reference: KL(pi_t || rho) of the iterate that produced the rows (k1 estimator)
+    # kl/reference: KL(pi_t || rho) of the iterate that produced the rows (the k3 estimator,
+    # exact on an enumeration weighted by pi_t)
     p_t = np.exp(log_t).reshape(shape)
     kl_iterate = np.mean(np.sum(p_t * (log_t.reshape(shape) - log_rho.reshape(shape)), -1))
     assert metrics["kl/reference"] == pytest.approx(kl_iterate, abs=1e-6)  # float32 scores
@@ -202,9 +209,11 @@ def test_micro_batches_give_the_same_update_as_one_batch(words):
         params = []
         for micro in [4, 64]:
             policy = HFPolicy(_word_model(words), words, generation=ONE, objective=objective,
-                              lr=0.01, inner_steps=3, micro_batch_size=micro)
-            metrics = policy.update(Experience(tuple(c), tuple(o), u, np.ones(len(c))),
-                                    MirrorStep(eta=0.7, alpha=0.2))
+                              optimizer="adam", lr=0.01, max_fit_steps=3,
+                              micro_batch_size=micro)
+            with pytest.warns(RuntimeWarning, match="whole budget of 3 gradient evaluations"):
+                metrics = policy.update(Experience(tuple(c), tuple(o), u, np.ones(len(c))),
+                                        MirrorStep(eta=0.7, alpha=0.2))
             params.append(torch.cat([p.detach().ravel() for p in policy.model.parameters()]))
             results.append(metrics["loss"])
         # AdamW divides by sqrt(v): float32 round-off in near-zero gradients shows up as ~1e-5;
@@ -260,22 +269,24 @@ def test_merging_rows_that_repeat_an_output_keeps_the_surrogates_gradient(object
 def test_a_context_with_one_repeated_output_does_not_move_the_policy(words):
     """k answers to one prompt give the adversary no signal under a per-context baseline: the
     update must leave the parameters alone, not let AdamW blow float32 rounding up to lr."""
-    policy = HFPolicy(_word_model(words), words, generation=ONE, objective="pg", lr=0.01,
-                      inner_steps=3)
+    policy = HFPolicy(_word_model(words), words, generation=ONE, objective="pg")
     before = _flat(policy.model)
     exp = Experience(("a",) * 4 + ("b c",) * 4, ("b",) * 4 + ("d",) * 4,
                      np.array([0.0, 1.0, 0.5, 0.25, 1.0, -1.0, 0.0, 0.3]), np.full(8, 0.25))
     metrics = policy.update(exp, MirrorStep(eta=10.0))
-    assert metrics["grad_norm"] == 0.0
+    # the move asked for is 0, so the fit is done before any gradient evaluation
+    assert metrics["fit/residual_initial"] == 0.0 and metrics["fit/steps"] == 0.0
     assert torch.equal(_flat(policy.model), before)
 
 
 def test_fresh_optimizer_per_update_by_default(words):
     c, o = _rows(CONTEXTS, _space(1))
     exp = Experience(tuple(c), tuple(o), np.linspace(-1, 1, len(c)), np.ones(len(c)))
-    policy = HFPolicy(_word_model(words), words, generation=ONE, lr=0.01, inner_steps=2)
-    policy.update(exp, MirrorStep(eta=1.0))
-    policy.update(exp, MirrorStep(eta=1.0))
+    policy = HFPolicy(_word_model(words), words, generation=ONE, optimizer="adam", lr=0.01,
+                      max_fit_steps=2)
+    with pytest.warns(RuntimeWarning, match="max_fit_steps"):
+        policy.update(exp, MirrorStep(eta=1.0))
+    policy.update(exp, MirrorStep(eta=1.0))  # warned once per policy, not again
     # each update fits a new target from scratch: 2 AdamW steps, not 4
     assert policy.optimizer_state_dict()["state"][0]["step"].item() == 2
 
@@ -283,10 +294,11 @@ def test_fresh_optimizer_per_update_by_default(words):
 def test_optimizer_state_persists_and_can_be_reset_or_restored(words):
     c, o = _rows(CONTEXTS, _space(1))
     exp = Experience(tuple(c), tuple(o), np.linspace(-1, 1, len(c)), np.ones(len(c)))
-    policy = HFPolicy(_word_model(words), words, generation=ONE, lr=0.01, inner_steps=2,
-                      fresh_optimizer=False)
+    policy = HFPolicy(_word_model(words), words, generation=ONE, optimizer="adam", lr=0.01,
+                      max_fit_steps=2, fresh_optimizer=False)
     assert policy.optimizer_state_dict()["state"] == {}
-    policy.update(exp, MirrorStep(eta=1.0))
+    with pytest.warns(RuntimeWarning, match="max_fit_steps"):
+        policy.update(exp, MirrorStep(eta=1.0))
     state = policy.optimizer_state_dict()
     assert state["state"][0]["step"].item() == 2
     policy.update(exp, MirrorStep(eta=1.0))
@@ -304,7 +316,7 @@ def test_non_finite_gradient_raises_and_leaves_parameters_unchanged(words):
     before = _flat(policy.model)
     c, o = _rows(CONTEXTS, _space(1))
     exp = Experience(tuple(c), tuple(o), np.linspace(-1e200, 1e200, len(c)), np.ones(len(c)))
-    with pytest.raises(FloatingPointError, match="'defender'.*gradient norm"):
+    with pytest.raises(FloatingPointError, match="'defender'.*not finite"):
         policy.update(exp, MirrorStep(eta=1.0))
     assert torch.equal(before, _flat(policy.model))
 
@@ -557,8 +569,7 @@ def test_peft_lora_reference_is_the_base_and_snapshot_holds_only_adapters(words)
 
 
 def test_bfloat16_on_cpu_smoke(bpe):
-    policy = HFPolicy(tiny_llama(bpe), bpe, generation=GenerationSettings(8), dtype="bfloat16",
-                      lr=1e-3, inner_steps=2)
+    policy = HFPolicy(tiny_llama(bpe), bpe, generation=GenerationSettings(8), dtype="bfloat16")
     assert next(policy.model.parameters()).dtype == torch.bfloat16
     s = policy.sample(["Hello", "Tea?"], 2, np.random.default_rng(0))
     lp = policy.log_prob(s.contexts, s.outputs)
@@ -569,11 +580,12 @@ def test_bfloat16_on_cpu_smoke(bpe):
 
 
 def test_bfloat16_weights_still_land_on_the_target(words):
-    """bf16 weights, float32 log-probabilities: the contract holds to bf16 precision."""
+    """bf16 weights, float32 log-probabilities: the contract holds to bf16 precision (bf16
+    weights round the fit's steps away below a residual of about 3e-3 of the move, so the
+    tolerance here is 5e-3, not the float32 tests' 1e-6)."""
     space = _space(1)
     c, o = _rows(CONTEXTS, space)
-    policy = HFPolicy(_word_model(words), words, generation=ONE, dtype="bfloat16", lr=0.01,
-                      inner_steps=300, max_grad_norm=None)
+    policy = HFPolicy(_word_model(words), words, generation=ONE, dtype="bfloat16", fit_tol=5e-3)
     shape = (len(CONTEXTS), len(space))
     log_t = policy.log_prob(c, o)
     np.testing.assert_allclose(np.exp(log_t).reshape(shape).sum(-1), 1.0, atol=1e-5)
@@ -581,7 +593,7 @@ def test_bfloat16_weights_still_land_on_the_target(words):
     target = softmax(mirror_step(log_t.reshape(shape), u.reshape(shape), 1.0, 0.0))
     policy.update(Experience(tuple(c), tuple(o), u, np.exp(log_t)), MirrorStep(eta=1.0))
     new = np.exp(policy.log_prob(c, o)).reshape(shape)
-    assert _tv(new, target).max() < 0.02
+    assert _tv(new, target).max() < 0.03  # rms log-ratio error <= sqrt(5e-3) = 7% of the move
 
 
 @pytest.mark.gpu
