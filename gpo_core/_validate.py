@@ -7,6 +7,7 @@ bad value and says what is expected, so no public function needs an ``assert`` o
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,8 @@ __all__ = [
     "as_real_array",
     "check_positive",
     "check_nonnegative",
+    "check_output_dir",
+    "check_output_file",
     "check_positive_int",
     "check_strategy",
     "short",
@@ -134,3 +137,56 @@ def check_strategy(
     arr = xp.clip(arr, 0.0, None)
     arr = arr / xp.sum(arr, axis=-1, keepdims=True)
     return arr if like is None else _xp.convert(arr, like, name)
+
+
+def check_output_file(path: Any, name: str) -> str:
+    """Return ``path`` if a file can be written there (atomically: the folder must take a new
+    file), else raise naming ``name``: before any work, so nothing computed is lost to a bad path.
+
+    A missing folder is fine (writers create it) as long as the nearest existing one is a folder
+    that can be written.
+    """
+    path = _path(path, name)
+    if os.path.isdir(path):
+        raise ValueError(
+            f"{name} {path!r} is a folder; give a file name, e.g. {os.path.join(path, 'out.png')!r}"
+        )
+    _check_writable_parent(os.path.dirname(os.path.abspath(path)), path, name)
+    return path
+
+
+def check_output_dir(path: Any, name: str) -> str:
+    """Return ``path`` if a folder can be created or written there, else raise naming ``name``."""
+    path = _path(path, name)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} is a file, not a folder; give a folder to write into")
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"{name} {path!r} is a folder that cannot be written; pick another")
+        return path
+    _check_writable_parent(os.path.dirname(os.path.abspath(path)), path, name)
+    return path
+
+
+def _path(path: Any, name: str) -> str:
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (a string), got {short(path)}")
+    path = os.fspath(path)
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"{name} must be a non-empty path, got {short(path)}")
+    return path
+
+
+def _check_writable_parent(folder: str, path: str, name: str) -> None:
+    while not os.path.exists(folder):  # the nearest existing ancestor decides
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(
+            f"{name} {path!r} is under {folder!r}, which is a file, not a folder; pick a path "
+            "in a folder"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{name} {path!r} cannot be written: the folder {folder!r} is not writable; pick "
+            "another path"
+        )

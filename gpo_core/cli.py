@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import sys
 import time
@@ -26,6 +27,8 @@ from typing import Sequence
 import numpy as np
 
 import gpo_core as gc
+
+from gpo_core.games import MAX_ENTRIES
 
 RULES = ("hedge", "mmd", "optimistic-hedge", "rm+", "prm+", "drm+")
 AUTO = "auto"  # gc.solve: an equilibrium within --tol, certified (no trajectory)
@@ -56,11 +59,82 @@ def make_rule(name: str, eta: float | None, alpha: float, steps: int, game: gc.M
     return gc.mmd(eta, alpha)
 
 
-def load_game(spec: str) -> gc.MatrixGame:
-    """An OpenSpiel game name, or a path to a .npy/.csv payoff file."""
-    if spec.endswith((".npy", ".csv")) or os.path.sep in spec:
-        return gc.MatrixGame.from_file(spec)
-    return gc.MatrixGame.from_openspiel(spec)
+def load_game(spec: str, max_entries: int = MAX_ENTRIES) -> gc.MatrixGame:
+    """An OpenSpiel game name, or a path to a .npy/.csv payoff file: one game, not a batch."""
+    from gpo_core._openspiel import LIST_GAMES  # noqa: PLC0415  (imports no OpenSpiel)
+
+    named = "(" in spec or "." not in os.path.basename(spec)  # OpenSpiel names have no dot
+    if os.path.exists(spec) or os.path.sep in spec or not named:
+        if not os.path.exists(spec):
+            raise ValueError(
+                f"game file {spec!r} does not exist (nor is it an OpenSpiel game name): give a .npy or "
+                f".csv payoff file, or an OpenSpiel game such as matrix_rps ({LIST_GAMES})"
+            )
+        game = gc.MatrixGame.from_file(spec)
+    else:
+        game = gc.MatrixGame.from_openspiel(spec, max_entries=max_entries)
+    if game.batch_shape:
+        raise ValueError(
+            f"gpo solve takes one game, a payoff of shape (m, n); {spec!r} holds a batch of "
+            f"shape {tuple(game.payoff.shape)}: save one game, or solve the batch from Python "
+            "(gc.solve(gc.MatrixGame.from_file(path)) or gc.play)"
+        )
+    return game
+
+
+STEP_RULES = ("hedge", "optimistic-hedge", "mmd")  # the rules with a step size (--eta)
+
+
+def check_solve_args(args: argparse.Namespace) -> None:
+    """Refuse options that the chosen rule ignores and bad values, before any work."""
+    rule = args.rule
+    if args.eta is not None:
+        if rule not in STEP_RULES:
+            raise ValueError(
+                f"--eta is the step size of {', '.join(STEP_RULES)}; --rule {rule} has none "
+                "(regret matching needs no step size): drop --eta"
+            )
+        if not (math.isfinite(args.eta) and args.eta > 0):
+            raise ValueError(f"--eta must be a finite number > 0, got {args.eta}")
+    if args.alpha is not None:
+        if rule != "mmd":
+            raise ValueError(
+                f"--alpha is mmd's regularisation weight; --rule {rule} does not use it: drop "
+                "--alpha, or use --rule mmd"
+            )
+        if not (math.isfinite(args.alpha) and args.alpha >= 0):
+            raise ValueError(f"--alpha must be a finite number >= 0, got {args.alpha}")
+    if rule == AUTO:
+        for flag, given in (("--alternating", args.alternating), ("--averaging", args.averaging)):
+            if given:
+                raise ValueError(
+                    f"{flag} sets how a rule plays, and --rule auto (gc.solve) picks its own "
+                    f"method: drop {flag}, or pick a rule"
+                )
+    if args.tol is not None and not (math.isfinite(args.tol) and args.tol > 0):
+        raise ValueError(f"--tol must be a finite number > 0, got {args.tol}")
+    if args.max_entries < 1:
+        raise ValueError(f"--max-entries must be >= 1, got {args.max_entries}")
+    if args.plot:
+        check_plot_path(args.plot)
+
+
+def check_plot_path(path: str) -> None:
+    """``--plot``: matplotlib installed, a format it writes, a file path in a writable folder."""
+    from gpo_core._validate import check_output_file  # noqa: PLC0415
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib: pip install 'gpo[viz]'")
+    check_output_file(path, "--plot")
+    from matplotlib.backend_bases import FigureCanvasBase  # noqa: PLC0415
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if ext and ext not in kinds:
+        raise ValueError(
+            f"--plot {path!r}: matplotlib cannot write .{ext} files; end the name in one of "
+            f"{', '.join('.' + k for k in sorted(kinds))}"
+        )
 
 
 def _fmt(v: np.ndarray) -> str:
@@ -69,13 +143,19 @@ def _fmt(v: np.ndarray) -> str:
 
 def cmd_solve(args: argparse.Namespace) -> int:
     """``gpo solve``."""
-    game = load_game(args.game)
+    if args.rule == AUTO and args.plot:
+        raise ValueError("--plot draws a rule's gap curve, and --rule auto has none: "
+                         "pick a rule (e.g. --rule drm+ --alternating) to plot")
+    check_solve_args(args)
+    game = load_game(args.game, args.max_entries)
     if args.rule == AUTO:
         return _solve_auto(game, args)
-    rule = make_rule(args.rule, args.eta, args.alpha, args.steps, game)
+    alpha = 0.05 if args.alpha is None else args.alpha
+    rule = make_rule(args.rule, args.eta, alpha, args.steps, game)
+    averaging = args.averaging or "uniform"
     start = time.perf_counter()
     traj = gc.play(game, rule, steps=args.steps, alternating=args.alternating,
-                   averaging=args.averaging, tol=args.tol)
+                   averaging=averaging, tol=args.tol)
     elapsed = time.perf_counter() - start
     # The exact reference by support pivoting: certified, and seconds where HiGHS takes minutes
     # on games of thousands of actions (it falls back to HiGHS itself when pivoting fails).
@@ -85,7 +165,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     x, y = traj.average
     print(f"game        {game.name or args.game}  ({game.shape[0]} x {game.shape[1]})")
     print(f"rule        {rule.name}, {traj.num_steps} steps, "
-          f"{'alternating' if args.alternating else 'simultaneous'}, {args.averaging} average")
+          f"{'alternating' if args.alternating else 'simultaneous'}, {averaging} average")
     print(f"row (avg)   {_fmt(x)}")
     print(f"col (avg)   {_fmt(y)}")
     print(f"value       {float(game.value(x, y)) + 0.0:.6g}   (exact: {float(sol.value) + 0.0:.6g})")
@@ -101,9 +181,6 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 def _solve_auto(game: gc.MatrixGame, args: argparse.Namespace) -> int:
     """``gpo solve GAME --rule auto``: :func:`gpo_core.solve`, the fastest certified route."""
-    if args.plot:
-        raise ValueError("--plot draws a rule's gap curve, and --rule auto has none: "
-                         "pick a rule (e.g. --rule drm+ --alternating) to plot")
     tol = 1e-4 if args.tol is None else args.tol
     start = time.perf_counter()
     sol = gc.solve(game, tol, max_steps=args.steps)
@@ -206,6 +283,9 @@ RULES_IN_TABLE = ("hedge", "optimistic-hedge", "mmd", "rm+")
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``gpo demo``: the main job on embedded defaults."""
+    from gpo_core._validate import check_output_dir  # noqa: PLC0415
+
+    check_output_dir(args.out, "--out")
     print("## 1. OpenSpiel toy games: exact LP vs learning dynamics\n")
     print(convergence_table(args.steps))
     status = 0
@@ -246,12 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an update rule, or auto: gc.solve, an equilibrium within --tol "
                         "(default 1e-4) by the fastest certified route")
     s.add_argument("--steps", type=int, default=10_000, help="steps (with auto: at most)")
-    s.add_argument("--eta", type=float, default=None, help="step size (default: horizon-tuned)")
-    s.add_argument("--alpha", type=float, default=0.05, help="mmd regularisation weight")
+    s.add_argument("--eta", type=float, default=None,
+                   help="step size of hedge, optimistic-hedge, mmd (default: tuned to the game)")
+    s.add_argument("--alpha", type=float, default=None,
+                   help="mmd's regularisation weight (default 0.05)")
     s.add_argument("--alternating", action="store_true", help="defender first, then adversary")
-    s.add_argument("--averaging", default="uniform", choices=("uniform", "linear", "quadratic"))
+    s.add_argument("--averaging", default=None, choices=("uniform", "linear", "quadratic"),
+                   help="weights of the average (default uniform)")
     s.add_argument("--tol", type=float, default=None, help="stop once the averaged gap <= tol")
     s.add_argument("--plot", default=None, help="write the gap curve to this PNG")
+    s.add_argument("--max-entries", type=int, default=MAX_ENTRIES,
+                   help="refuse OpenSpiel games whose matrix has more entries (default "
+                        f"{MAX_ENTRIES:,}: about {MAX_ENTRIES // 10_000_000} GB to build)")
     s.set_defaults(func=cmd_solve)
     d = sub.add_parser("demo", help="the main job: toy games, theory checks, a tiny GPO game")
     d.add_argument("--steps", type=int, default=2000)
