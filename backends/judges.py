@@ -74,6 +74,9 @@ class PrefixRefusalJudge:
             raise ValueError(f"prefixes must be a non-empty list of non-empty strings, got {short(prefixes)}")
         self.prefixes = tuple(prefixes)
 
+    def __repr__(self) -> str:
+        return f"PrefixRefusalJudge({len(self.prefixes)} strings)"
+
     def refused(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Boolean array: did each response refuse?"""
         _, responses = _pairs(prompts, responses)
@@ -144,6 +147,10 @@ class RefusalJudge:
         self.embedder, self.l2, self.threshold = _embedder(embedder), float(l2), float(threshold)
         self.weights: np.ndarray | None = None
         self._prefix = PrefixRefusalJudge()
+
+    def __repr__(self) -> str:
+        state = "unfitted" if self.weights is None else f"{len(self.weights)} weights"
+        return f"RefusalJudge(MiniLM logistic regression, {state}, threshold={self.threshold})"
 
     @classmethod
     def pretrained(cls, embedder: Any = None, **kwargs: Any) -> RefusalJudge:

@@ -11,6 +11,9 @@ between two tiny language models.
 
 ``gpo train CONFIG``  run the GPO loop from a TOML config (see ``examples/gpo_train.toml``).
 
+``gpo eval --model PATH [--suite NAME | --prompts FILE]...``  attack success rate and over-refusal of
+a causal LM on red-team suites (``backends.evaluate``).
+
 Heavy dependencies (matplotlib, OpenSpiel, torch) are imported only by the commands that use them.
 """
 
@@ -316,6 +319,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_from_toml(args.config, out=args.out, resume=not args.no_resume)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``gpo eval ...``: :func:`backends.evaluate.main` on the remaining arguments."""
+    from backends.evaluate import main as eval_main  # noqa: PLC0415
+
+    return eval_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="gpo", description=__doc__.split("\n\n")[0])
@@ -349,12 +359,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="output folder (default: the config's)")
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     t.set_defaults(func=cmd_train)
+    # gpo eval's own options live in backends.evaluate (imported only when it runs).
+    e = sub.add_parser("eval", add_help=False, help="ASR and over-refusal of a model on red-team "
+                       "suites (gpo eval --help for its options)")
+    e.set_defaults(func=cmd_eval)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpo`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "eval":
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     for name in ("steps", "rounds"):
         if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
             print(f"gpo: error: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
