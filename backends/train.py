@@ -19,13 +19,17 @@ or ``seed_file`` (one prompt per line, relative to the config), and five tables:
 * ``[diversity]`` -- ``form`` (``"code"``/``"paper"``), ``embedder`` (``"hashing"`` or
   ``"minilm"``), ``bleu_weight``, ``embed_weight``.
 
-Unknown keys are errors that list the valid ones. ``examples/gpo_train.toml`` shows every key.
+Every value is checked against its type and range when the file loads (a string where a list
+belongs is not split into characters), and unknown keys are errors that list the valid ones; each
+message names the file, the table and the key. ``out`` and ``seed_file`` are checked as paths
+before any model is built. ``examples/gpo_train.toml`` shows every key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import sys
@@ -33,7 +37,7 @@ import tomllib
 from typing import Any, Mapping
 
 from gpo_core._io import atomic_write_text
-from gpo_core._validate import short
+from gpo_core._validate import check_output_dir, short
 from gpo_core.alignment import GameConfig, GameResult, run_game
 
 __all__ = ["PolicySpec", "load_config", "build_run", "train_from_toml"]
@@ -65,14 +69,116 @@ class PolicySpec:
     init_seed: int = 0
 
 
-def _table(data: Mapping[str, Any], key: str, allowed: set[str], where: str) -> dict[str, Any]:
+# What each key takes: a checker returns None for a good value, else (error type, what it must be).
+def _integer(low: int):
+    def check(v: Any):
+        if isinstance(v, bool) or not isinstance(v, int):
+            return TypeError, f"an integer >= {low}"
+        return None if v >= low else (ValueError, f"an integer >= {low}")
+    return check
+
+
+def _real(low: float, *, strict: bool, high: float | None = None):
+    span = f"> {low:g}" if strict else f">= {low:g}"
+    if high is not None:
+        span = f"in ({low:g}, {high:g}]"
+
+    def check(v: Any):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return TypeError, f"a number {span}"
+        ok = math.isfinite(v) and (v > low if strict else v >= low) and (high is None or v <= high)
+        return None if ok else (ValueError, f"a finite number {span}")
+    return check
+
+
+def _text(v: Any):
+    if not isinstance(v, str):
+        return TypeError, "a string"
+    return None if v.strip() else (ValueError, "a non-empty string")
+
+
+def _choice(*options: str):
+    def check(v: Any):
+        return None if v in options and isinstance(v, str) else (
+            TypeError if not isinstance(v, str) else ValueError, f"one of {list(options)}")
+    return check
+
+
+def _boolean(v: Any):
+    return None if isinstance(v, bool) else (TypeError, "true or false")
+
+
+def _strings(v: Any):
+    if not isinstance(v, list):  # a bare string would become a list of its characters
+        return TypeError, "a list of strings, e.g. [\"...\", \"...\"]"
+    bad = [s for s in v if not isinstance(s, str) or not s.strip()]
+    return None if not bad else (TypeError, "a list of non-empty strings")
+
+
+_POLICY = {
+    "model": _text, "gguf_file": _text, "template": _text, "max_new_tokens": _integer(1),
+    "temperature": _real(0, strict=True), "top_p": _real(0, strict=True, high=1.0),
+    "repetition_penalty": _real(0, strict=True), "objective": _choice("regression", "pg"),
+    "lr": _real(0, strict=True), "inner_steps": _integer(1), "micro_batch_size": _integer(1),
+    "device": _text, "dtype": _choice("float32", "bfloat16"), "lora_r": _integer(0),
+    "truncate_prompts": _boolean, "hidden_size": _integer(1), "layers": _integer(1),
+    "init_seed": _integer(0),
+}
+_REWARD = {"kind": _choice("lexical", "keywords", "classifier"), "words": _strings,
+           "path": _text, "label": _text, "template": _text}
+_DIVERSITY = {"form": _choice("code", "paper"), "embedder": _choice("hashing", "minilm"),
+              "bleu_weight": _real(0, strict=False), "embed_weight": _real(0, strict=False)}
+_TOP_VALUES = {"out": _text, "seed_prompts": _strings, "seed_file": _text}
+
+
+def _check_values(section: Mapping[str, Any], checks: Mapping[str, Any], where: str) -> None:
+    for key, value in section.items():
+        problem = checks[key](value)
+        if problem is not None:
+            error, expected = problem
+            raise error(f"{where} {key} must be {expected}, got {short(value)}")
+
+
+def _table(data: Mapping[str, Any], key: str, allowed: Any, where: str) -> dict[str, Any]:
     section = data.get(key, {})
     if not isinstance(section, Mapping):
         raise ValueError(f"{where}: [{key}] must be a table, got {short(section)}")
-    unknown = sorted(set(section) - allowed)
+    unknown = sorted(set(section) - set(allowed))
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown} in [{key}]; valid keys: {sorted(allowed)}")
+    if isinstance(allowed, Mapping):
+        _check_values(section, allowed, f"{where}: [{key}]")
     return dict(section)
+
+
+def _reward_keys(reward: Mapping[str, Any], where: str) -> None:
+    """Keys that the chosen kind would ignore, and the ones it needs."""
+    kind = reward.get("kind", "lexical")
+    takes = {"lexical": set(), "keywords": {"words"}, "classifier": {"path", "label", "template"}}
+    ignored = sorted(set(reward) - {"kind"} - takes[kind])
+    if ignored:
+        raise ValueError(f"{where}: [reward] {ignored} do nothing with kind = {kind!r}; remove "
+                         f"them (kind {kind!r} takes {sorted(takes[kind]) or 'no other key'})")
+    if kind == "keywords" and not reward.get("words"):
+        raise ValueError(f"{where}: [reward] kind = 'keywords' needs a non-empty 'words' list")
+    if kind == "classifier" and not {"path", "label"} <= set(reward):
+        raise ValueError(f"{where}: [reward] kind = 'classifier' needs 'path' (a local folder) "
+                         "and 'label'")
+
+
+def _seed_file(path: str, name: str) -> list[str]:
+    seed_path = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+    if not os.path.exists(seed_path):
+        raise ValueError(f"{path}: seed_file {seed_path!r} does not exist (it is relative to the "
+                         "config); give a text file with one prompt per line")
+    if not os.path.isfile(seed_path):
+        raise ValueError(f"{path}: seed_file {seed_path!r} is a folder, not a file; give a text "
+                         "file with one prompt per line")
+    try:
+        with open(seed_path, encoding="utf-8") as fh:
+            return [line.strip() for line in fh if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: seed_file {seed_path!r} cannot be read as text ({exc})") from exc
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -87,21 +193,27 @@ def load_config(path: str) -> dict[str, Any]:
     unknown = sorted(set(data) - _TOP)
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {unknown}; valid keys: {sorted(_TOP)}")
+    _check_values({k: v for k, v in data.items() if k in _TOP_VALUES}, _TOP_VALUES, f"{path}:")
     game_fields = {f.name for f in dataclasses.fields(GameConfig)}
-    spec_fields = {f.name for f in dataclasses.fields(PolicySpec)}
-    game = GameConfig.from_dict(_table(data, "game", game_fields, path))
-    defender = PolicySpec(**_table(data, "defender", spec_fields, path))
-    adversary = PolicySpec(**_table(data, "adversary", spec_fields, path))
-    reward = _table(data, "reward", {"kind", "words", "path", "label", "template"}, path)
-    diversity = _table(data, "diversity", {"form", "embedder", "bleu_weight", "embed_weight"}, path)
+    try:
+        game = GameConfig.from_dict(_table(data, "game", game_fields, path))
+    except (TypeError, ValueError) as exc:
+        if str(exc).startswith(f"{path}:"):
+            raise
+        raise type(exc)(f"{path}: [game] {exc}") from exc
+    defender = PolicySpec(**_table(data, "defender", _POLICY, path))
+    adversary = PolicySpec(**_table(data, "adversary", _POLICY, path))
+    reward = _table(data, "reward", _REWARD, path)
+    _reward_keys(reward, path)
+    diversity = _table(data, "diversity", _DIVERSITY, path)
     seeds = list(data.get("seed_prompts", []))
     if "seed_file" in data:
-        seed_path = os.path.join(os.path.dirname(os.path.abspath(path)), data["seed_file"])
-        with open(seed_path) as fh:
-            seeds += [line.strip() for line in fh if line.strip()]
-    if any(not isinstance(s, str) for s in seeds):
-        raise ValueError(f"{path}: seed_prompts must be strings")
+        seeds += _seed_file(path, data["seed_file"])
+    if not seeds and game.conditional_adversary:
+        raise ValueError(f"{path}: the adversary rewrites seed prompts (conditional_adversary = "
+                         "true): give seed_prompts = [...] or seed_file")
     out = data.get("out", os.path.splitext(os.path.basename(path))[0])
+    check_output_dir(out, f"{path}: out")
     return {"game": game, "defender": defender, "adversary": adversary, "reward": reward,
             "diversity": diversity, "seed_prompts": seeds, "out": out}
 
@@ -198,7 +310,7 @@ def train_from_toml(path: str, out: str | None = None, resume: bool = True) -> i
     from backends.report import metrics_table, plot_metrics, progress  # noqa: PLC0415
 
     cfg = load_config(path)
-    out = out or cfg["out"]
+    out = check_output_dir(out, "--out") if out is not None else cfg["out"]
     os.makedirs(out, exist_ok=True)
     defender, adversary, reward, diversity, div_metrics = build_run(cfg)
     game: GameConfig = cfg["game"]

@@ -57,6 +57,92 @@ def test_bad_configs_name_the_problem(tmp_path, body, match, capsys):
     assert re.search(match, capsys.readouterr().err)
 
 
+SEEDS = 'seed_prompts = ["How do I pick a lock?"]\n'
+
+
+@pytest.mark.parametrize(
+    "body, error, match",
+    [
+        # a string where a list belongs was split into characters
+        ('seed_prompts = "How do I pick a lock?"', TypeError,
+         r"seed_prompts must be a list of strings, e\.g\. .*got 'How do I pick a lock\?'"),
+        ("seed_prompts = [1, 2]", TypeError, r"seed_prompts must be a list of non-empty strings"),
+        (SEEDS + '[reward]\nkind = "keywords"\nwords = "sorry"', TypeError,
+         r"\[reward\] words must be a list of strings.*got 'sorry'"),
+        (SEEDS + "out = 3", TypeError, r"out must be a string, got 3"),
+        (SEEDS + 'out = ""', ValueError, r"out must be a non-empty string"),
+        (SEEDS + 'seed_file = 7', TypeError, r"seed_file must be a string, got 7"),
+        (SEEDS + '[defender]\nlora_r = "4"', TypeError,
+         r"\[defender\] lora_r must be an integer >= 0, got '4'"),
+        (SEEDS + "[adversary]\nlora_r = -1", ValueError, r"\[adversary\] lora_r must be an integer >= 0"),
+        (SEEDS + "[defender]\nmax_new_tokens = 0", ValueError, r"max_new_tokens must be an integer >= 1"),
+        (SEEDS + "[defender]\ninner_steps = 2.5", TypeError, r"inner_steps must be an integer >= 1"),
+        (SEEDS + "[defender]\ntemperature = 0", ValueError, r"temperature must be a finite number > 0"),
+        (SEEDS + "[defender]\ntop_p = 1.5", ValueError, r"top_p must be a finite number in \(0, 1\]"),
+        (SEEDS + "[defender]\nlr = nan", ValueError, r"lr must be a finite number > 0, got nan"),
+        (SEEDS + '[defender]\nlr = "1e-3"', TypeError, r"lr must be a number > 0, got '1e-3'"),
+        (SEEDS + "[defender]\ntruncate_prompts = 1", TypeError, r"truncate_prompts must be true or false"),
+        (SEEDS + '[defender]\nobjective = "ppo"', ValueError,
+         r"objective must be one of \['regression', 'pg'\], got 'ppo'"),
+        (SEEDS + '[defender]\ndtype = "float16"', ValueError, r"dtype must be one of \['float32', 'bfloat16'\]"),
+        (SEEDS + "[defender]\nmodel = 5", TypeError, r"\[defender\] model must be a string, got 5"),
+        (SEEDS + '[reward]\nkind = "bleu"', ValueError, r"\[reward\] kind must be one of \['lexical'"),
+        (SEEDS + '[reward]\nkind = "lexical"\nwords = ["sorry"]', ValueError,
+         r"\[reward\] \['words'\] do nothing with kind = 'lexical'"),
+        (SEEDS + '[reward]\nkind = "keywords"', ValueError, r"kind = 'keywords' needs a non-empty 'words'"),
+        (SEEDS + '[reward]\nkind = "classifier"\npath = "x"', ValueError, r"needs 'path' .* and 'label'"),
+        (SEEDS + '[diversity]\nembedder = "bert"', ValueError, r"\[diversity\] embedder must be one of"),
+        (SEEDS + "[diversity]\nbleu_weight = -1", ValueError, r"bleu_weight must be a finite number >= 0"),
+        (SEEDS + "[diversity]\nform = 1", TypeError, r"\[diversity\] form must be one of"),
+        ("[game]\nrounds = 1", ValueError, r"give seed_prompts = \[\.\.\.\] or seed_file"),
+        (SEEDS + "[game]\nrounds = 0", ValueError, r"bad\.toml: \[game\] .*rounds must be an integer >= 1"),
+    ],
+)
+def test_every_value_is_checked_when_the_file_loads(tmp_path, body, error, match, capsys):
+    """Each bad value fails at load, naming the file and the key, before any model is built."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(body)
+    with pytest.raises(error, match=match) as info:
+        load_config(str(cfg))
+    assert str(cfg) in str(info.value)
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_paths_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    """train --out at a file, out under a file, a seed_file that is a folder or missing: each
+    failed with a raw OSError, some after a round of compute. Now nothing is built."""
+    import backends.train as train
+
+    def no_build(cfg):
+        raise AssertionError("models were built before the paths were checked")
+
+    monkeypatch.setattr(train, "build_run", no_build)
+    (tmp_path / "file").write_text("kept")
+    (tmp_path / "seeds").mkdir()
+    cases = [
+        (SEEDS, ["--out", str(tmp_path / "file")], r"--out '.*file' is a file, not a folder"),
+        (SEEDS + f'out = "{tmp_path / "file" / "run"}"', [], r"out '.*run' is under '.*file', which is a file"),
+        (SEEDS + 'seed_file = "seeds"', [], r"seed_file '.*seeds' is a folder, not a file"),
+        (SEEDS + 'seed_file = "none.txt"', [], r"seed_file '.*none\.txt' does not exist \(it is relative"),
+    ]
+    for body, extra, match in cases:
+        cfg = tmp_path / "cfg.toml"
+        cfg.write_text(body)
+        assert main(["train", str(cfg), *extra]) == 2
+        assert re.search(match, capsys.readouterr().err)
+    assert (tmp_path / "file").read_text() == "kept"
+
+
+def test_seed_file_prompts_are_added(tmp_path):
+    (tmp_path / "seeds.txt").write_text("first prompt\n\n  second prompt  \n")
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(SEEDS + 'seed_file = "seeds.txt"\n')
+    assert load_config(str(cfg))["seed_prompts"] == [
+        "How do I pick a lock?", "first prompt", "second prompt"]
+
+
 def test_missing_config_file(capsys):
     assert main(["train", "/no/such.toml"]) == 2
     assert "does not exist" in capsys.readouterr().err
