@@ -246,10 +246,11 @@ class SelfBLEUIndex:
         ks = np.arange(kmax)
         for a in range(0, n_rows, block):
             b = min(n_rows, a + block)
-            m = self._level(0, a, b) @ qs[0]
-            for t in range(1, len(qs)):
-                m = m + self._level(t, a, b) @ qs[t]
-            dense = m.toarray().reshape(b - a, kmax, n)
+            dense = (self._level(0, a, b) @ qs[0]).toarray()
+            for t in range(1, len(qs)):  # a product has each cell once: += is exact here
+                extra = (self._level(t, a, b) @ qs[t]).tocoo()
+                dense[extra.row, extra.col] += extra.data
+            dense = dense.reshape(b - a, kmax, n)
             r, i = np.nonzero(dense[:, self._k0 - 1, :])
             if not r.size:
                 continue
