@@ -422,6 +422,13 @@ class HFPolicy:
         return self._generation
 
     @property
+    def stateful_optimizer(self) -> bool:
+        """Whether optimiser state carries from one update to the next (AdamW with
+        ``fresh_optimizer=False``): then a checkpoint of the parameters alone does not resume
+        exactly, and :func:`gpo_core.alignment.run_game` refuses to checkpoint it."""
+        return self._optimizer_kind == "adam" and not self._fresh_optimizer
+
+    @property
     def pad_token_id(self) -> int:
         """The id used for padding (the eos id when the tokenizer has no pad token)."""
         return self._pad_id

@@ -180,8 +180,16 @@ class TabularPolicy:
                     )
                 u = num / den
             else:
-                u = num / (max(tot, 1e-300) * softmax(z))
+                # importance-weighted E[u | o]; an output never drawn has num = 0 and gets 0, also
+                # where its probability underflowed to 0 (0/0 would turn every logit into NaN)
+                u = np.divide(num, max(tot, 1e-300) * softmax(z), out=np.zeros(n), where=num != 0)
             target = step.target(z, u, ref)
+            if not np.all(np.isfinite(target)):
+                raise FloatingPointError(
+                    f"TabularPolicy update: the target logits are not finite (max |u| = "
+                    f"{float(np.max(np.abs(u))):.3g} after importance weighting an output of "
+                    "probability near 0); use mode='enumerate', a smaller eta, or alpha > 0"
+                )
             if row is None:
                 new = target
             else:
@@ -192,6 +200,11 @@ class TabularPolicy:
         kl_ref = float(np.mean(np.sum(p_new * (new - self.log_reference), axis=-1)))
         return {"kl/previous": kl_prev, "kl/reference": kl_ref}
 
+    def describe(self) -> str:
+        """What defines this policy (recorded with checkpoints): its outputs, contexts and mode."""
+        return (f"TabularPolicy(outputs={list(self.outputs)}, contexts="
+                f"{None if self.contexts is None else list(self.contexts)}, mode={self.mode!r})")
+
     def snapshot(self) -> np.ndarray:
         """A copy of the logits."""
         return self.logits.copy()
@@ -201,7 +214,15 @@ class TabularPolicy:
         z = as_real_array(snapshot, "snapshot")
         if z.shape != self.logits.shape:
             raise ValueError(f"snapshot must have shape {self.logits.shape}, got {z.shape}")
-        self.logits = log_softmax(z)
+        if not np.all(np.isfinite(z) | (z == -np.inf)) or np.any(np.all(z == -np.inf, axis=-1)):
+            raise ValueError(
+                "snapshot must hold finite logits (or -inf for outputs of probability 0, not all "
+                f"of a row), got {short(z.tolist())}"
+            )
+        # Logits that are already normalised (every snapshot() is) are kept bit for bit, so a
+        # resumed run equals an uninterrupted one; others are normalised.
+        norm = log_softmax(z)
+        self.logits = z.copy() if np.all(np.abs(norm - z)[np.isfinite(z)] <= 1e-12) else norm
 
     # ------------------------------------------------------------------ Persistent protocol
     def save_snapshot(self, snapshot: Any, path: str) -> None:
@@ -222,6 +243,13 @@ class TableReward:
         if not table:
             raise ValueError("table must map at least one (prompt, response) pair to a reward")
         self.table = dict(table)
+
+    def describe(self) -> str:
+        """What defines this reward (recorded with checkpoints): a hash of its table."""
+        import hashlib  # noqa: PLC0415
+
+        text = repr(sorted(self.table.items())).encode("utf-8")
+        return f"TableReward({len(self.table)} pairs, blake2b {hashlib.blake2b(text, digest_size=8).hexdigest()})"
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Look up each pair; unknown pairs raise ``ValueError``."""

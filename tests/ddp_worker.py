@@ -76,8 +76,10 @@ def main() -> None:
     gen = GenerationSettings(max_new_tokens=6)
     sync = None if comm is None else comm.average_gradients
     dtype = torch.float32 if args.float32 else torch.float64
+    value_sync = None if comm is None else comm.mean
     players = [HFPolicy(tiny_llama(tok, seed=i).to(dtype), tok, generation=gen, objective="pg",
-                        lr=1e-2, inner_steps=2, grad_sync=sync, device=device, name=name)
+                        max_fit_steps=8, fit_tol=0.05, grad_sync=sync, value_sync=value_sync,
+                        device=device, name=name)
                for i, name in enumerate(NAMES)]
     if comm is not None:
         for p in players:

@@ -9,12 +9,20 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpo_core as gc
 from backends.tabular import TableReward, TabularPolicy, matrix_game_players
-from gpo_core.alignment import GameConfig, MixturePolicy, PolicyError, checked_rewards, run_game
+from gpo_core.alignment import (
+    GameConfig,
+    MixturePolicy,
+    PolicyError,
+    checked_rewards,
+    estimate_gap,
+    run_game,
+)
 from gpo_core.protocols import Experience, MirrorStep
 
 
@@ -56,8 +64,12 @@ def test_tabular_loop_reproduces_play(m, n, seed, eta, alpha, alternating):
     avg_col = np.mean([gc.softmax(s) for s in res.adversary_iterates], axis=0)
     np.testing.assert_allclose(avg_row, traj.average.row, atol=1e-12)
     np.testing.assert_allclose(avg_col, traj.average.col, atol=1e-12)
-    # the logged reward is the value of the iterate pair played in the last round
-    assert len(res.logs) == 60
+    # the logged reward is the value of the iterate pair of the last round's (last) rollout:
+    # (x_T, y_T) when both update on one rollout, (x_{T+1}, y_T) in the adversary's phase
+    x_t, y_t = gc.softmax(res.defender_iterates[-1]), gc.softmax(res.adversary_iterates[-1])
+    x_played = d.probabilities() if alternating else x_t
+    assert res.logs[-1].metrics["reward/mean"] == pytest.approx(
+        float(x_played @ game.payoff @ y_t), abs=1e-12)
 
 
 @settings(max_examples=30)
@@ -107,8 +119,12 @@ def test_averaged_policy_is_the_mixture_of_iterates():
     assert isinstance(res.defender_policy(d), MixturePolicy)
     last = GameConfig(**{**res.config.to_dict(), "output": "last"})
     assert dataclasses.replace(res, config=last).defender_policy(d) is d
-    # the mixture restores the policy it borrowed
-    np.testing.assert_array_equal(d.snapshot(), res.defender_iterates[-1] * 0 + d.snapshot())
+    # the mixture restores the policy it borrowed (its last iterate, not one of the mixture's)
+    before = d.snapshot()
+    mix.log_prob([""], [outputs[0]])
+    mix.sample([""], 5, np.random.default_rng(1))
+    np.testing.assert_array_equal(d.snapshot(), before)
+    assert not np.array_equal(before, res.defender_iterates[-1])
     with pytest.raises(TypeError, match="evaluation policy"):
         mix.update(Experience((), (), np.zeros(0), np.zeros(0)), MirrorStep(1.0))
 
@@ -235,34 +251,35 @@ def _sampled_players():
     return d, a, r
 
 
-def test_resume_after_a_kill_gives_the_same_result(tmp_path):
+def test_a_run_stopped_after_any_round_resumes_to_the_uninterrupted_run_bit_for_bit(tmp_path):
     cfg = _exact_config(rounds=6, batch_size=4, responses_per_prompt=2, defender_eta=0.4,
                         adversary_eta=0.4)
     d, a, r = _sampled_players()
     full = run_game(d, a, r, cfg)
 
-    d2, a2, r2 = _sampled_players()
-
     class Kill(Exception):
         pass
 
-    def killer(log):
-        if log.round == 3:
-            raise Kill
+    for stop in range(1, cfg.rounds):
+        folder = tmp_path / f"stop{stop}"
 
-    with pytest.raises(Kill):
-        run_game(d2, a2, r2, cfg, checkpoint_dir=tmp_path, on_round=killer)
-    state = json.loads((tmp_path / "state.json").read_text())
-    assert state["round"] == 3
-    d3, a3, r3 = _sampled_players()  # a fresh process: new objects at their initial state
-    resumed = run_game(d3, a3, r3, cfg, checkpoint_dir=tmp_path)
-    assert [log.metrics for log in resumed.logs] == [log.metrics for log in full.logs]
-    np.testing.assert_array_equal(d3.logits, d.logits)
-    np.testing.assert_array_equal(a3.logits, a.logits)
-    assert resumed.history == full.history
-    assert len(resumed.defender_iterates) == 6
-    for x, y in zip(resumed.defender_iterates, full.defender_iterates):
-        np.testing.assert_array_equal(x, y)
+        def killer(log, stop=stop):
+            if log.round == stop:
+                raise Kill
+
+        d2, a2, r2 = _sampled_players()
+        with pytest.raises(Kill):
+            run_game(d2, a2, r2, cfg, checkpoint_dir=folder, on_round=killer)
+        assert json.loads((folder / "state.json").read_text())["round"] == stop
+        d3, a3, r3 = _sampled_players()  # a fresh process: new objects at their initial state
+        resumed = run_game(d3, a3, r3, cfg, checkpoint_dir=folder)
+        assert [log.metrics for log in resumed.logs] == [log.metrics for log in full.logs]
+        np.testing.assert_array_equal(d3.logits, d.logits)
+        np.testing.assert_array_equal(a3.logits, a.logits)
+        assert resumed.history == full.history
+        assert len(resumed.defender_iterates) == 6
+        for x, y in zip(resumed.defender_iterates, full.defender_iterates):
+            np.testing.assert_array_equal(x, y)
 
 
 def test_a_failing_snapshot_never_damages_the_checkpoint(tmp_path):
@@ -299,7 +316,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     d, a, r = _sampled_players()
     run_game(d, a, r, _exact_config(rounds=1), checkpoint_dir=tmp_path)
     d, a, r = _sampled_players()
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(ValueError, match=r"other arguments \(config.defender_eta: saved 1.0, now 3.0\)"):
         run_game(d, a, r, _exact_config(rounds=2, defender_eta=3.0), checkpoint_dir=tmp_path)
 
 
@@ -338,8 +355,21 @@ def test_seed_mix_and_conditional_adversary_rows():
     d = TabularPolicy(responses, mode="sample")
     a = TabularPolicy(prompts, contexts=seeds, mode="sample")
     cfg = GameConfig(rounds=2, batch_size=4, seed_mix=0.5, defender_eta=0.3, adversary_eta=0.3)
-    res = run_game(d, a, TableReward(table), cfg, seed_prompts=seeds)
+    scored: list[list[str]] = []
+
+    class Spy(TableReward):
+        def score(self, p, r):
+            scored.append(list(p))
+            return super().score(p, r)
+
+    res = run_game(d, a, Spy(table), cfg, seed_prompts=seeds)
     assert set(res.history) <= set(prompts)
+    # each rollout mixes round(seed_mix * distinct prompts) raw seed prompts into the defender's
+    # batch, answered responses_per_prompt times each
+    mixed = [sum(q in seeds for q in batch) for batch in scored]
+    for batch, n_seeds in zip(scored, mixed):
+        assert n_seeds == 2 * round(0.5 * len({q for q in batch if q in prompts}))
+    assert sum(mixed) > 0
     assert all(0.0 <= log.metrics["attack/success_rate"] <= 1.0 for log in res.logs)
 
 
@@ -393,3 +423,198 @@ def test_no_signal_warning_only_for_policies_that_centre_contexts():
         said = [str(w.message) for w in caught if "no learning signal" in str(w.message)]
         assert len(said) == (1 if centres else 0), said
         assert not centres or "defender" in said[0]
+
+
+# ------------------------------------------------------------------------ run integrity
+
+
+def test_a_fresh_run_never_mixes_with_an_earlier_one(tmp_path):
+    d, a, r = _sampled_players()
+    run_game(d, a, r, _exact_config(rounds=5), checkpoint_dir=tmp_path)
+    d, a, r = _sampled_players()
+    with pytest.raises(ValueError, match="holds an earlier run.*resume=True.*overwrite=True"):
+        run_game(d, a, r, _exact_config(rounds=2), checkpoint_dir=tmp_path, resume=False)
+    assert json.loads((tmp_path / "state.json").read_text())["round"] == 5  # untouched
+    res = run_game(d, a, r, _exact_config(rounds=2), checkpoint_dir=tmp_path, resume=False,
+                   overwrite=True)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["round"] == 2 and len(state["defender_iterates"]) == len(res.defender_iterates) == 2
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "iterate_defender_4" not in names and "iterate_defender_1" in names  # old ones gone
+    # a folder with files of its own is refused, even with overwrite, and nothing is deleted
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.csv").write_text("1,2")
+    with pytest.raises(ValueError, match="did not write.*data.csv"):
+        run_game(d, a, r, _exact_config(rounds=1), checkpoint_dir=other, overwrite=True)
+    assert (other / "data.csv").read_text() == "1,2"
+
+
+def test_resume_refuses_other_seeds_reward_or_fewer_rounds(tmp_path):
+    seeds = ["s0", "s1"]
+    responses, prompts = ["ok", "bad"], ["p0", "p1"]
+    table = {(p, o): float(o == "ok") for p in prompts + seeds for o in responses}
+
+    def players():
+        return (TabularPolicy(responses, mode="sample"),
+                TabularPolicy(prompts, contexts=seeds, mode="sample"))
+
+    cfg = GameConfig(rounds=3, batch_size=2, defender_eta=0.3, adversary_eta=0.3)
+    run_game(*players(), TableReward(table), cfg, seed_prompts=seeds, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="seed_prompts: saved '2 prompts"):
+        run_game(*players(), TableReward(table), GameConfig(**{**cfg.to_dict(), "rounds": 4}),
+                 seed_prompts=seeds[::-1], checkpoint_dir=tmp_path)
+    other = {k: 1.0 - v for k, v in table.items()}
+    with pytest.raises(ValueError, match="reward: saved 'TableReward"):
+        run_game(*players(), TableReward(other), cfg, seed_prompts=seeds, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="already holds 3 rounds but config.rounds=2"):
+        run_game(*players(), TableReward(table), GameConfig(**{**cfg.to_dict(), "rounds": 2}),
+                 seed_prompts=seeds, checkpoint_dir=tmp_path)
+    res = run_game(*players(), TableReward(table), GameConfig(**{**cfg.to_dict(), "rounds": 4}),
+                   seed_prompts=seeds, checkpoint_dir=tmp_path)
+    assert [log.round for log in res.logs] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: (p.write_text("x"), p)[1], "is a file, not a folder"),
+    (lambda p: (p.mkdir(), (p / "state.json").write_text("{not json"))[0] or p,
+     "state.json cannot be read"),
+])
+def test_bad_checkpoint_folders_are_refused_before_any_round(tmp_path, make, match):
+    folder = make(tmp_path / "ckpt")
+    d, a, r = _sampled_players()
+    before = d.snapshot()
+    with pytest.raises(ValueError, match=match):
+        run_game(d, a, r, _exact_config(rounds=2), checkpoint_dir=folder)
+    np.testing.assert_array_equal(d.snapshot(), before)  # no round was played
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+import gpo_core._io as io
+import gpo_core as gc
+from backends.tabular import matrix_game_players
+from gpo_core.alignment import GameConfig, run_game
+
+calls = [0]
+real = io.os.fsync
+def fsync(fd):  # round 1 writes 5 files; the 6th (round 2's first) dies before its rename
+    calls[0] += 1
+    if calls[0] == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(fd)
+io.os.fsync = fsync
+d, a, r = matrix_game_players(gc.MatrixGame.random(3, 3, seed=11), mode="sample")
+run_game(d, a, r, GameConfig(rounds=4, batch_size=4, conditional_adversary=False,
+         defender_eta=0.4, adversary_eta=0.4), checkpoint_dir=sys.argv[1])
+"""
+
+
+def test_a_run_killed_while_writing_a_checkpoint_resumes_and_leaves_no_temporary(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "ckpt"
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(folder)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    orphans = [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert orphans, "the kill should leave the temporary file it was writing"
+    assert json.loads((folder / "state.json").read_text())["round"] == 1
+    cfg = GameConfig(rounds=4, batch_size=4, conditional_adversary=False, defender_eta=0.4,
+                     adversary_eta=0.4)
+    d, a, r = matrix_game_players(gc.MatrixGame.random(3, 3, seed=11), mode="sample")
+    resumed = run_game(d, a, r, cfg, checkpoint_dir=folder)
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+    d2, a2, r2 = matrix_game_players(gc.MatrixGame.random(3, 3, seed=11), mode="sample")
+    full = run_game(d2, a2, r2, cfg)
+    assert [log.metrics for log in resumed.logs] == [log.metrics for log in full.logs]
+    np.testing.assert_array_equal(d.logits, d2.logits)
+
+
+def test_sampling_tables_stay_finite_over_a_long_run():
+    """mode='sample' once turned every logit into NaN (an output whose probability underflowed
+    to 0 got 0/0 as its utility estimate)."""
+    game = gc.MatrixGame.random(4, 4, seed=0)
+    d, a, r = matrix_game_players(game, mode="sample")
+    run_game(d, a, r, _exact_config(rounds=600, schedule="simultaneous", batch_size=2,
+                                     defender_eta=1.0, adversary_eta=1.0))
+    assert np.all(np.isfinite(d.logits) | (d.logits == -np.inf))
+    assert np.all(np.isfinite(a.logits) | (a.logits == -np.inf))
+    assert np.isclose(d.probabilities().sum(), 1.0)
+
+
+def test_gap_estimates_never_change_the_game_and_cover_the_average(tmp_path):
+    game = gc.MatrixGame.random(3, 3, seed=4)
+    runs = {}
+    for every in (0, 1):
+        d, a, r = matrix_game_players(game, mode="sample")
+        cfg = _exact_config(rounds=5, batch_size=3, defender_eta=0.5, adversary_eta=0.5,
+                            gap_every=every, gap_of="both", gap_steps=2, gap_rollouts=3)
+        runs[every] = (run_game(d, a, r, cfg), d.snapshot(), a.snapshot())
+    (plain, d0, a0), (gapped, d1, a1) = runs[0], runs[1]
+    np.testing.assert_array_equal(d0, d1)
+    np.testing.assert_array_equal(a0, a1)
+    assert plain.history == gapped.history
+    for p, g in zip(plain.logs, gapped.logs):
+        assert {k: v for k, v in g.metrics.items() if not k.startswith("gap/")} == p.metrics
+        assert {"gap/estimated", "gap/estimated_ci_low", "gap/average/estimated",
+                "gap/average/estimated_ci_high"} <= set(g.metrics)
+        assert g.metrics["gap/estimated_ci_low"] <= g.metrics["gap/estimated"]
+        assert g.metrics["gap/estimated"] <= g.metrics["gap/estimated_ci_high"]
+
+
+def test_estimate_gap_puts_back_the_optimiser_state_too():
+    from backends.tiny import tiny_llama, word_tokenizer
+    from backends.hf import GenerationSettings, HFPolicy
+    from backends.rewards import CallableReward
+
+    tok = word_tokenizer(["a", "b", "c"])
+    players = [HFPolicy(tiny_llama(tok, 16, 1, seed=i, heads=2), tok, optimizer="adam", lr=0.01,
+                        max_fit_steps=2, fresh_optimizer=False,
+                        generation=GenerationSettings(max_new_tokens=2), name=name)
+               for i, name in enumerate(["defender", "adversary"])]
+    reward = CallableReward(lambda p, r: [float("a" in x) for x in r])
+    cfg = GameConfig(rounds=1, batch_size=2, conditional_adversary=False, gap_steps=2,
+                     gap_rollouts=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # two AdamW steps do not converge
+        run_game(*players, reward, cfg)
+        states = [p.optimizer_state_dict() for p in players]
+        snaps = [p.snapshot() for p in players]
+        est = estimate_gap(*players, reward, cfg)
+    assert math.isnan(est["gap/estimated_ci_low"])  # one rollout: no interval
+    for p, state, snap in zip(players, states, snaps):
+        after = p.optimizer_state_dict()
+        assert after["state"][0]["step"] == state["state"][0]["step"]
+        for k in snap:
+            assert torch.equal(p.snapshot()[k], snap[k])
+    with pytest.raises(ValueError, match="fresh_optimizer=False.*would not resume exactly"):
+        run_game(*players, reward, cfg, checkpoint_dir="unused_folder")
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(seed="abc"), TypeError, "seed must be an integer"),
+    (dict(seed=-1), ValueError, r"seed must be an integer in \[0, 2\*\*63\)"),
+    (dict(seed_mix="0.5"), TypeError, "seed_mix must be a number"),
+    (dict(attack_threshold=True), TypeError, "attack_threshold must be a number"),
+    (dict(gap_of="mean"), ValueError, "gap_of must be"),
+    (dict(gap_rollouts=0), ValueError, "gap_rollouts"),
+])
+def test_game_config_refuses_bad_fields_when_built(kw, error, match):
+    with pytest.raises(error, match=match):
+        GameConfig(**kw)
+
+
+def test_run_game_refuses_bad_callables_before_any_round():
+    game = gc.MatrixGame([[1.0, 0.0], [0.0, 1.0]])
+    d, a, r = matrix_game_players(game)
+    with pytest.raises(TypeError, match="diversity must be a callable or None, got 'bleu'"):
+        run_game(d, a, r, _exact_config(rounds=1, beta_div=1.0), diversity="bleu")
+    with pytest.raises(TypeError, match="on_round must be a callable or None, got 5"):
+        run_game(d, a, r, _exact_config(rounds=1), on_round=5)
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        run_game(d, a, r, _exact_config(rounds=1), overwrite="yes")
