@@ -8,5 +8,8 @@ tabular backend does not load torch:
 * :mod:`backends.hf` -- ``transformers`` causal LMs (optionally with ``peft`` adapters).
 * :mod:`backends.objectives` -- sampled surrogate losses whose maximiser is the rule's target.
 * :mod:`backends.rewards` -- sequence-classifier, callable, lexical and pairwise-judge rewards.
-* :mod:`backends.diversity` -- SelfBLEU and embedding-novelty rewards against the prompt history.
+* :mod:`backends.diversity` -- SelfBLEU and embedding-novelty rewards against the prompt history
+  (over :mod:`backends.selfbleu`, :mod:`backends.embedders` and the incremental indexes of
+  :mod:`backends.diversity_index`).
+* :mod:`backends.tracking` -- ``on_round`` callbacks for TensorBoard and Weights & Biases.
 """

@@ -22,7 +22,8 @@ BLOCKS = (
     ("Full run: `bench_solvers.py`", "solvers_full.md"),
     ("Full run: `bench_scale.py --d-highs-cap 0`", "scale_full.md"),
     ("Full run: `bench_scale.py --parts d` (HiGHS on the 10k game)", "scale_d_full.md"),
-    # written on a lent GPU machine by gpu_check.sh (absent until a session has one)
+    ("Full run: `bench_diversity.py`", "diversity.md"),
+    # written on a GPU machine by gpu_check.sh (absent until it has run there)
     ("GPU run: `gpu_check.sh` (`bench_scale.py --parts g`)", "scale_gpu.md"),
     ("GPU run: `gpu_check.sh` (`bench_scale.py --quick --parts b`)", "scale_b_gpu.md"),
 )

