@@ -27,6 +27,50 @@ settings.register_profile("thorough", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+# ---------------------------------------------------------------- skips under CI
+# Everything a test needs is installed by the [all] extra, so under CI (CI=true) a skip can only
+# be one of these, each for something pip cannot provide; any other skip (a missing or broken
+# package, an importorskip left in) fails the session instead of passing green.
+ALLOWED_SKIPS_UNDER_CI = {
+    "CUDA": "no CUDA GPU on the machine (the GPU tests)",
+    "a GPU is visible": "on a GPU machine, the CPU rehearsal of the GPU benchmark",
+    "libmvec": "glibc's libmvec with AVX2 is not on the machine's CPU or libc",
+}
+if os.environ.get("GPO_TEST_NUMPY_KERNELS") == "1":  # the run that switches the C kernels off
+    ALLOWED_SKIPS_UNDER_CI["GPO_TEST_NUMPY_KERNELS=1"] = "the C-kernel tests in the numpy run"
+    ALLOWED_SKIPS_UNDER_CI["switches the C kernels off"] = "the build check in the numpy run"
+_UNEXPECTED_SKIPS: list[str] = []
+
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def _note_skip(report) -> None:
+    if not (_under_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    reason = str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr)
+    if not any(key in reason for key in ALLOWED_SKIPS_UNDER_CI):
+        _UNEXPECTED_SKIPS.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_runtest_logreport(report) -> None:
+    _note_skip(report)
+
+
+def pytest_collectreport(report) -> None:  # a module-level skip (importorskip at import)
+    _note_skip(report)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _UNEXPECTED_SKIPS:
+        allowed = "; ".join(f"{k} ({v})" for k, v in ALLOWED_SKIPS_UNDER_CI.items())
+        lines = "\n  ".join(_UNEXPECTED_SKIPS)
+        print(f"\nCI=true: {len(_UNEXPECTED_SKIPS)} skip(s) outside the allowed list [{allowed}]:"
+              f"\n  {lines}\nInstall what they need (pip install -e '.[all]') or fix the test.")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def _torch_one_thread() -> None:
     try:
         import torch

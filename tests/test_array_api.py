@@ -22,8 +22,8 @@ import gpo_core as gc
 from gpo_core import _xp
 from gpo_core.predictive import predictive_regret_matching_plus
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("array_api_compat")
+import array_api_compat  # noqa: E402, F401  (the [all] extra installs it: missing is a failure)
+import torch  # noqa: E402  (the [all] extra installs it: missing is a failure, not a skip)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EPS32 = float(np.finfo(np.float32).eps)

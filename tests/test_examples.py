@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -36,18 +39,53 @@ def test_example_runs(name, tmp_path):
 
 
 def test_tiny_red_team_resumes_after_a_kill(tmp_path):
-    """Kill after round 2 of 3, rerun: the resumed run's table equals an uninterrupted run's."""
+    """SIGKILL a 3-round run once round 1's checkpoint is written, rerun the same command: the
+    resumed run's table equals an uninterrupted run's."""
     script = ROOT / "examples" / "tiny_red_team.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    full = subprocess.run([sys.executable, str(script), "--steps", "3", "--out", str(tmp_path / "a")],
-                          env=env, capture_output=True, text=True, timeout=900)
+    argv = [sys.executable, str(script), "--steps", "3", "--out"]
+    full = subprocess.run([*argv, str(tmp_path / "a")], env=env, capture_output=True, text=True,
+                          timeout=900)
     assert full.returncode == 0, full.stderr[-2000:]
-    first = subprocess.run([sys.executable, str(script), "--steps", "2", "--out", str(tmp_path / "b")],
-                           env=env, capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0, first.stderr[-2000:]
-    # same config except the number of rounds: the run continues from round 3
-    second = subprocess.run([sys.executable, str(script), "--steps", "3", "--out", str(tmp_path / "b")],
-                            env=env, capture_output=True, text=True, timeout=900)
+    state = tmp_path / "b" / "checkpoint" / "state.json"
+    run = subprocess.Popen([*argv, str(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 900
+        while run.poll() is None and time.monotonic() < deadline:
+            if state.exists() and json.loads(state.read_text())["round"] >= 1:
+                run.send_signal(signal.SIGKILL)  # mid-run: no handler, no clean-up
+                break
+            time.sleep(0.05)
+        assert run.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    done = json.loads(state.read_text())["round"]
+    assert 1 <= done < 3  # killed between rounds 1 and 3, its checkpoint intact
+    second = subprocess.run([*argv, str(tmp_path / "b")], env=env, capture_output=True, text=True,
+                            timeout=900)
     assert second.returncode == 0, second.stderr[-2000:]
+    assert json.loads(state.read_text())["round"] == 3
     table = lambda out: out.split("\n\nplot:")[0]  # noqa: E731
     assert table(second.stdout) == table(full.stdout)
+
+
+@pytest.mark.slow
+def test_gpo_demo_runs_end_to_end(tmp_path):
+    """`gpo demo`, the README's main job, with small settings: the toy-game table, the theory
+    checks and one GPO round between two tiny models, each writing its outputs."""
+    out = tmp_path / "demo"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "gpo_core.cli", "demo", "--steps", "50",
+                           "--rounds", "1", "--out", str(out)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = proc.stdout
+    for heading in ("## 1. OpenSpiel toy games", "## 2. Theory checks", "## 3. A short GPO game"):
+        assert heading in printed
+    assert "| kuhn_poker | 64x64 |" in printed and "ALL CLAIMS HOLD" in printed
+    assert "| round |" in printed.split("## 3.")[1]
+    assert (out / "proofs_check" / "report.txt").exists()
+    assert (out / "tiny_red_team" / "metrics.png").read_bytes()[:4] == b"\x89PNG"

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (the [all] extra installs it: missing is a failure, not a skip)
 
 from backends.objectives import (  # noqa: E402
     estimate_objective,

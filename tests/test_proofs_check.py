@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pathlib
+import re
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -174,7 +176,8 @@ def test_point_mass_is_the_exact_equilibrium_of_the_explicit_form():
 @pytest.mark.parametrize("tau", [0.05, 0.3])
 def test_gibbs_is_the_exact_regularised_equilibrium_of_the_explicit_form(tau):
     """Independent oracle: cvxpy solves min_mu max_map J(map, mu) - tau H(mu) on all q^p maps."""
-    cp = pytest.importorskip("cvxpy")
+    import cvxpy as cp  # the [all] extra installs it: missing is a failure, not a skip
+
     reward = np.random.default_rng(4).uniform(size=(4, 2))
     M = pc.explicit_normal_form(reward).payoff  # (maps, prompts)
     mu = cp.Variable(4, nonneg=True)
@@ -186,7 +189,8 @@ def test_gibbs_is_the_exact_regularised_equilibrium_of_the_explicit_form(tau):
 
 
 def test_openspiel_enumeration_keeps_zero_sum_and_reports_the_rest():
-    pyspiel = pytest.importorskip("pyspiel")
+    import pyspiel  # the [all] extra installs it
+
     games, skips = pc.openspiel_matrix_games()
     names = [n for n in pyspiel.registered_names() if n.startswith("matrix_")]
     zero_sum = {
@@ -282,4 +286,20 @@ def test_quick_mode_exits_zero_and_writes_the_plots(tmp_path, capsys):
         with open(out / f, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "report.txt" in files
-    assert not [f for f in files if f.startswith(".tmp-")]  # atomic writes leave no temp files
+    assert not [f for f in files if _is_atomic_temp(f)]  # atomic writes leave no temp files
+
+
+def _is_atomic_temp(name: str) -> bool:
+    """A temporary file of gpo_core._io.atomic_path: ".<target>.<32 hex>[suffix].tmp"."""
+    return re.fullmatch(r"\..+\.[0-9a-f]{32}.*\.tmp", name) is not None
+
+
+def test_the_temp_file_check_sees_what_atomic_path_leaves(tmp_path):
+    """The check above looked for a ".tmp-" prefix that the writer never uses, so it could not
+    fail; here it sees atomic_path's own temporary file while a write is under way."""
+    from gpo_core._io import atomic_path
+
+    with atomic_path(tmp_path / "report.txt", suffix=".png") as tmp:
+        pathlib.Path(tmp).write_text("half")
+        assert [f for f in os.listdir(tmp_path) if _is_atomic_temp(f)] == [os.path.basename(tmp)]
+    assert os.listdir(tmp_path) == ["report.txt"]
