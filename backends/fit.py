@@ -142,8 +142,9 @@ def fit(
             the mean over ranks); identity by default.
 
     Returns:
-        The report and the rows' log-probabilities at the returned parameters when the last
-        evaluation was there (``None`` otherwise: score them again).
+        The report and the rows' log-probabilities at the returned parameters when the fit
+        converged (``None`` when the budget ran out: score them again, and fill in the report's
+        ``residual``, which is ``nan`` then).
 
     Examples:
         >>> theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
@@ -156,7 +157,7 @@ def fit(
         ...     return loss, lp.detach()
         >>> opt = torch.optim.LBFGS([theta], line_search_fn="strong_wolfe", max_iter=50)
         >>> report, _ = fit(opt, evaluate, rows, tol=1e-10, atol=0.0, max_steps=50)
-        >>> report.converged, report.steps < 10, round(float(theta[0] - theta[2]), 6)
+        >>> report.converged, report.steps < 10, round(float(theta.detach()[0] - theta.detach()[2]), 6)
         (True, True, 2.0)
     """
     r0 = sync(residual(rows.logp_old, rows))
@@ -164,14 +165,12 @@ def fit(
     if r0 <= threshold:  # nothing (measurable) to move
         return FitReport(r0, r0, 0, True, threshold), rows.logp_old
     count = 0
-    last: list = [r0, None]  # the residual and log-probabilities of the last evaluation
 
     def closure() -> torch.Tensor:
         nonlocal count
         loss, logp = evaluate()
         count += 1
         value = sync(residual(logp, rows))
-        last[:] = [value, logp]
         if value <= threshold:
             raise _Reached(logp, value)
         return torch.tensor(sync(float(loss.detach())), dtype=torch.float64)
@@ -190,7 +189,7 @@ def fit(
         for _ in range(max_steps):
             closure()
             optimizer.step()
-        closure()  # the residual after the last step (its gradient is not used)
     except _Reached as hit:
         return FitReport(r0, hit.value, count, True, threshold), hit.logp
-    return FitReport(r0, last[0], count, False, threshold), last[1]
+    # the budget is spent: the caller scores the last step's parameters (no backward needed)
+    return FitReport(r0, math.nan, count, False, threshold), None

@@ -10,8 +10,9 @@ or ``seed_file`` (one prompt per line, relative to the config), and five tables:
 * ``[defender]`` and ``[adversary]`` -- ``model`` (``"tiny"``: a random tiny Llama built on the
   spot over a tokenizer trained on the seed prompts; or a local folder of a ``transformers``
   causal LM, with optional ``gguf_file``), ``template``, ``max_new_tokens``, ``temperature``,
-  ``top_p``, ``repetition_penalty``, ``objective`` (``"regression"``/``"pg"``), ``lr``,
-  ``inner_steps``, ``micro_batch_size``, ``device``, ``dtype``, ``lora_r`` (> 0 adds a LoRA
+  ``top_p``, ``repetition_penalty``, ``objective`` (``"regression"``/``"pg"``), ``optimizer``
+  (``"lbfgs"``/``"adam"``), ``fit_tol``, ``max_fit_steps``, ``lr`` (AdamW only),
+  ``micro_batch_size``, ``device``, ``dtype``, ``lora_r`` (> 0 adds a LoRA
   adapter), ``truncate_prompts``;
 * ``[reward]`` -- ``kind = "lexical"`` (toy profanity + refusal scorer), ``"keywords"`` (share of
   the response's words in ``words``) or ``"classifier"`` (a local sequence classifier: ``path``,
@@ -58,7 +59,9 @@ class PolicySpec:
     repetition_penalty: float = 1.0
     objective: str = "regression"
     lr: float = 1e-3
-    inner_steps: int = 4
+    optimizer: str = "lbfgs"
+    fit_tol: float = 1e-2
+    max_fit_steps: int = 50
     micro_batch_size: int = 16
     device: str | None = None
     dtype: str | None = None
@@ -119,7 +122,8 @@ _POLICY = {
     "model": _text, "gguf_file": _text, "template": _text, "max_new_tokens": _integer(1),
     "temperature": _real(0, strict=True), "top_p": _real(0, strict=True, high=1.0),
     "repetition_penalty": _real(0, strict=True), "objective": _choice("regression", "pg"),
-    "lr": _real(0, strict=True), "inner_steps": _integer(1), "micro_batch_size": _integer(1),
+    "lr": _real(0, strict=True), "optimizer": _choice("lbfgs", "adam"),
+    "fit_tol": _real(0, strict=True, high=1.0), "max_fit_steps": _integer(1), "micro_batch_size": _integer(1),
     "device": _text, "dtype": _choice("float32", "bfloat16"), "lora_r": _integer(0),
     "truncate_prompts": _boolean, "hidden_size": _integer(1), "layers": _integer(1),
     "init_seed": _integer(0),
@@ -247,7 +251,8 @@ def _policy(spec: PolicySpec, name: str, tiny_tokenizer):
     gen = GenerationSettings(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
                              top_p=spec.top_p, repetition_penalty=spec.repetition_penalty)
     return HFPolicy(model, tok, template=spec.template, generation=gen, objective=spec.objective,
-                    lr=spec.lr, inner_steps=spec.inner_steps, micro_batch_size=spec.micro_batch_size,
+                    lr=spec.lr, optimizer=spec.optimizer, fit_tol=spec.fit_tol,
+                    max_fit_steps=spec.max_fit_steps, micro_batch_size=spec.micro_batch_size,
                     device=spec.device, dtype=spec.dtype, peft_config=peft_config,
                     truncate_prompts=spec.truncate_prompts, name=name)
 

@@ -76,7 +76,7 @@ SEEDS = 'seed_prompts = ["How do I pick a lock?"]\n'
          r"\[defender\] lora_r must be an integer >= 0, got '4'"),
         (SEEDS + "[adversary]\nlora_r = -1", ValueError, r"\[adversary\] lora_r must be an integer >= 0"),
         (SEEDS + "[defender]\nmax_new_tokens = 0", ValueError, r"max_new_tokens must be an integer >= 1"),
-        (SEEDS + "[defender]\ninner_steps = 2.5", TypeError, r"inner_steps must be an integer >= 1"),
+        (SEEDS + "[defender]\nmax_fit_steps = 2.5", TypeError, r"max_fit_steps must be an integer >= 1"),
         (SEEDS + "[defender]\ntemperature = 0", ValueError, r"temperature must be a finite number > 0"),
         (SEEDS + "[defender]\ntop_p = 1.5", ValueError, r"top_p must be a finite number in \(0, 1\]"),
         (SEEDS + "[defender]\nlr = nan", ValueError, r"lr must be a finite number > 0, got nan"),
