@@ -52,7 +52,8 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     # At k = 0 (k = n) the lower (upper) end is exactly 0 (1); rounding would miss it.
-    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    return lo, (1.0 if k == n else min(1.0, centre + half))
 
 
 def _check_model_args(model: str, adapter: str | None) -> None:
@@ -70,7 +71,8 @@ def _check_model_args(model: str, adapter: str | None) -> None:
                                 "written by a peft model's save_pretrained")
 
 
-def load_model(model: str, adapter: str | None = None, device: str | None = None) -> tuple[Any, Any]:
+def load_model(model: str, adapter: str | None = None,
+               device: str | None = None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` from a folder (``config.json`` or a ``.gguf``) or ``"smollm2"``.
 
     Never downloads and never runs remote code; a peft ``adapter`` folder is applied on top.
@@ -176,13 +178,14 @@ def evaluate(model: Any, tokenizer: Any, suites: Sequence[PromptSet], judge: Any
 
     Args:
         model, tokenizer: a causal LM and its tokenizer (e.g. from :func:`load_model`).
-        suites: prompt sets (:func:`backends.redteam.suite`, :func:`~backends.redteam.prompts_from`).
+        suites: prompt sets (:func:`backends.redteam.suite`, ``prompts_from``).
         judge: anything with ``refused(requests, responses) -> bool array`` (default:
             ``RefusalJudge.pretrained()``).
         max_new_tokens, batch_size: greedy generation settings.
         progress: show a tqdm bar.
     """
-    if isinstance(suites, PromptSet) or not suites or not all(isinstance(s, PromptSet) for s in suites):
+    if (isinstance(suites, PromptSet) or not suites
+            or not all(isinstance(s, PromptSet) for s in suites)):
         raise TypeError(f"suites must be a non-empty list of PromptSet, got {short(suites)}")
     names = [s.name for s in suites]
     if len(set(names)) != len(names):
@@ -222,7 +225,8 @@ def evaluate(model: Any, tokenizer: Any, suites: Sequence[PromptSet], judge: Any
     import transformers  # noqa: PLC0415
 
     settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "decoding": "greedy",
-                "batch_size": batch_size, "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+                "batch_size": batch_size,
+                "chat_template": bool(getattr(tokenizer, "chat_template", None)),
                 "judge": repr(judge), "generation_seconds": round(gen_s, 2),
                 "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                 "transformers": transformers.__version__,
@@ -263,7 +267,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default=None, help="a peft adapter folder to apply")
     p.add_argument("--suite", action="append", default=[], choices=sorted(SUITES),
                    help="a named suite (repeatable); default: jailbreak and benign")
-    p.add_argument("--prompts", action="append", default=[], help="a .txt/.jsonl prompt file (repeatable)")
+    p.add_argument("--prompts", action="append", default=[],
+                   help="a .txt/.jsonl prompt file (repeatable)")
     p.add_argument("--prompts-kind", default="harmful", choices=("harmful", "benign"),
                    help="kind of --prompts lines that do not say (default harmful)")
     p.add_argument("--split", default="held_out", choices=("held_out", "train", "all"))

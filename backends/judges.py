@@ -67,11 +67,14 @@ def _norm_quotes(text: str) -> str:
 
 
 class PrefixRefusalJudge:
-    """Refused iff a :data:`REFUSAL_PREFIXES` string occurs in the response (curly quotes folded)."""
+    """Refused iff a :data:`REFUSAL_PREFIXES` string occurs in the response (curly quotes
+    folded)."""
 
     def __init__(self, prefixes: Sequence[str] = REFUSAL_PREFIXES) -> None:
-        if isinstance(prefixes, str) or not prefixes or not all(isinstance(p, str) and p for p in prefixes):
-            raise ValueError(f"prefixes must be a non-empty list of non-empty strings, got {short(prefixes)}")
+        if (isinstance(prefixes, str) or not prefixes
+                or not all(isinstance(p, str) and p for p in prefixes)):
+            raise ValueError(f"prefixes must be a non-empty list of non-empty strings, got "
+                             f"{short(prefixes)}")
         self.prefixes = tuple(prefixes)
 
     def __repr__(self) -> str:
@@ -111,7 +114,8 @@ def measure(predicted: Sequence[bool], truth: Sequence[bool]) -> dict[str, float
     """Precision, recall, accuracy and counts of ``predicted`` refusals against ``truth``."""
     p, t = np.asarray(predicted, dtype=bool), np.asarray(truth, dtype=bool)
     if p.shape != t.shape or p.ndim != 1:
-        raise ValueError(f"predicted and truth must be 1-d of equal length, got {p.shape} and {t.shape}")
+        raise ValueError(f"predicted and truth must be 1-d of equal length, got {p.shape} and "
+                         f"{t.shape}")
     tp, fp = int((p & t).sum()), int((p & ~t).sum())
     fn, tn = int((~p & t).sum()), int((~p & ~t).sum())
     return {"precision": tp / (tp + fp) if tp + fp else float("nan"),
@@ -125,7 +129,7 @@ def _embedder(embedder: Any) -> Any:
         if not callable(getattr(embedder, "embed", None)):
             raise TypeError(f"embedder must have an embed(texts) method, got {short(embedder)}")
         return embedder
-    from backends.diversity import MiniLMEmbedder  # noqa: PLC0415
+    from backends.embedders import MiniLMEmbedder  # noqa: PLC0415
 
     return MiniLMEmbedder(device="cpu")
 
@@ -164,7 +168,8 @@ class RefusalJudge:
         flag = self._prefix.probability(prompts, responses)[:, None]
         return np.hstack([emb_r, cos, flag, np.ones((len(prompts), 1))])
 
-    def fit(self, prompts: Sequence[str], responses: Sequence[str], refused: Sequence[bool]) -> RefusalJudge:
+    def fit(self, prompts: Sequence[str], responses: Sequence[str],
+            refused: Sequence[bool]) -> RefusalJudge:
         """Fit by Newton's method (ridge-penalised maximum likelihood); returns ``self``."""
         prompts, responses = _pairs(prompts, responses)
         y = np.asarray(refused, dtype=np.float64)
@@ -270,7 +275,8 @@ class SafetyReward:
         else:
             items = list(seeds)
             if not all(isinstance(p, Prompt) for p in items):
-                raise TypeError(f"seeds must be a mapping text -> kind or Prompt objects, got {short(items)}")
+                raise TypeError(f"seeds must be a mapping text -> kind or Prompt objects, got "
+                                f"{short(items)}")
             kinds = {p.seed: p.kind for p in items}
         bad = {k: v for k, v in kinds.items() if v not in ("harmful", "benign")}
         if not kinds or bad:
@@ -289,7 +295,8 @@ class SafetyReward:
         return f"SafetyReward({len(self.kinds)} seeds, threshold={self.threshold})"
 
     def details(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, np.ndarray]:
-        """Per pair: ``seed``, ``harmful``, ``similarity``, ``faithful``, ``refused``, ``reward``."""
+        """Per pair: ``seed``, ``harmful``, ``similarity``, ``faithful``, ``refused``,
+        ``reward``."""
         prompts, responses = _pairs(prompts, responses)
         seeds: list[str | None] = []
         for p in prompts:

@@ -109,16 +109,20 @@ class LLMJudge:
                     f"label {label!r} is {len(toks)} tokens {pieces} of this tokenizer, but each "
                     "label must be a single token; choose a one-token label (try it with or "
                     "without a leading space, or another word)")
-            if tokenizer.decode(toks).strip() != label.strip() or toks[0] in tokenizer.all_special_ids:
-                raise ValueError(f"label {label!r} is not in this tokenizer's vocabulary (it maps to "
-                                 f"{tokenizer.convert_ids_to_tokens(toks)}); choose a label the "
-                                 "tokenizer has as one token")
+            special = toks[0] in tokenizer.all_special_ids
+            if special or tokenizer.decode(toks).strip() != label.strip():
+                raise ValueError(
+                    f"label {label!r} is not in this tokenizer's vocabulary (it maps to "
+                    f"{tokenizer.convert_ids_to_tokens(toks)}); choose a label the tokenizer has "
+                    "as one token")
             ids.append(toks[0])
         if len(set(ids)) != len(ids):
-            raise ValueError(f"labels {list(labels)} map to repeated token ids {ids}; use distinct labels")
+            raise ValueError(f"labels {list(labels)} map to repeated token ids {ids}; use "
+                             "distinct labels")
         positive = labels[0] if positive is None else positive
         if positive not in labels:
-            raise ValueError(f"positive must be one of the labels {list(labels)}, got {short(positive)}")
+            raise ValueError(f"positive must be one of the labels {list(labels)}, got "
+                             f"{short(positive)}")
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.labels, self.label_ids, self.positive = tuple(labels), ids, labels.index(positive)
         self.batch_size = check_positive_int(batch_size, "batch_size")
@@ -158,7 +162,8 @@ class LLMJudge:
             mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], device=device)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
+                out_ = self.model(input_ids=ids, attention_mask=mask, position_ids=pos)
+                logits = out_.logits[:, -1]
             logp = torch.log_softmax(logits.float(), dim=-1)[:, self.label_ids]
             out[s:s + len(texts)] = torch.softmax(logp, dim=-1).cpu().numpy()
         return out

