@@ -804,3 +804,24 @@ def test_conditional_adversary_needs_two_rewrites_per_seed_to_learn(words, objec
         moved[k] = float((_flat(adversary.model) - before).abs().max())
     assert moved[1] == 0.0
     assert moved[2] > 1e-4
+
+
+def test_every_logged_kl_is_non_negative_where_the_plain_estimate_dips_below_zero(words):
+    """kl/reference once printed -0.0225: the plain E_{pi_t}[log pi_t - log rho] over a few
+    samples can be negative; the logged estimator E[q - 1 - log q] (q = rho/pi_t) never is."""
+    reference = _word_model(words)  # the policy's own start: KL(pi_t || rho) stays small
+    rho = HFPolicy(copy.deepcopy(reference), words, generation=GenerationSettings(3))
+    policy = HFPolicy(_word_model(words), words, generation=GenerationSettings(3),
+                      reference=reference)
+    plain_negative = 0
+    for seed in range(8):
+        s = policy.sample(CONTEXTS, 2, np.random.default_rng(seed))
+        u = np.random.default_rng(seed).uniform(-1, 1, len(s.outputs))
+        old = policy.log_prob(s.contexts, s.outputs)
+        ref = rho.log_prob(s.contexts, s.outputs)
+        plain_negative += float(np.mean(old - ref)) < 0
+        metrics = policy.update(Experience(s.contexts, s.outputs, u, s.weights),
+                                MirrorStep(eta=0.5))
+        for key in ("kl/reference", "kl/previous_is", "kl/reference_is"):
+            assert metrics[key] >= 0, (key, metrics[key])
+    assert plain_negative > 0  # the case the old estimator got wrong does occur here
