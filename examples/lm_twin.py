@@ -48,9 +48,10 @@ def _probs(player, snapshots):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", "--steps", dest="rounds", type=int, default=30)
     parser.add_argument("--eta", type=float, default=0.5)
-    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "img", "lm_twin.png"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "img", "lm_twin.png"),
+                        help="the PNG to write (a folder: metrics.png inside it)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or not args.eta > 0:
         parser.error("--rounds must be >= 1 and --eta > 0")
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fig, (ax_tv, ax_gap) = plt.subplots(1, 2, figsize=(11, 4))
     rounds = np.arange(1, args.rounds + 2)
     traj = None
+    table: dict[str, list[float]] = {}
     for label, kw in RUNS.items():
         d, a, r = lm_matrix_game_players(game, seed=0, **kw)
         x0, y0 = d.probabilities(), a.probabilities()
@@ -93,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gaps = [float(gc.nash_gap(game, np.mean(pis[:t], 0), np.mean(mus[:t], 0)))
                 for t in range(1, args.rounds + 1)]
         ax_gap.semilogy(rounds[:-1], gaps, label=label)
+        table[f"TV: {label}"] = tv[1:]
         if traj is None:
             traj = gc.play(game, gc.hedge(args.eta), gc.hedge(args.eta), steps=args.rounds,
                            x0=x0, y0=y0)
@@ -109,11 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with atomic_path(args.out, suffix=".png") as tmp:
+    print("\n| round | " + " | ".join(table) + " |\n|---" * (len(table) + 1) + "|")
+    for t in range(args.rounds):
+        print(f"| {t + 2} | " + " | ".join(f"{col[t]:.2e}" for col in table.values()) + " |")
+    out = args.out if args.out.endswith(".png") else os.path.join(args.out, "metrics.png")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    print(f"plot: {args.out}")
+    print(f"plot: {out}")
     return 0 if math.isfinite(float(traj.final_gap)) else 1
 
 
