@@ -101,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # instruct model stops at once on a raw "...\nOutput:" prompt.
         template = None if name == "defender" else _rewrite_in_chat(tok)
         lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
-        players[name] = HFPolicy(model, tok, template=template, generation=gen, objective="pg",
-                                 lr=args.lr, inner_steps=2, micro_batch_size=8,
+        players[name] = HFPolicy(model, tok, template=template, generation=gen, objective="regression",
+                                 lr=args.lr, micro_batch_size=8,
                                  device=args.device, dtype=args.dtype, peft_config=lora,
                                  truncate_prompts=True, name=name)
     embedder = HashingEmbedder()

@@ -66,11 +66,11 @@ def build(seed: int, lr: float):
     tok = word_tokenizer(sorted({w for t in texts for w in t.replace("{context}", " ").split()}))
     gen = GenerationSettings(max_new_tokens=12, temperature=1.0)
     defender = HFPolicy(tiny_llama(tok, hidden_size=64, layers=2, seed=seed), tok,
-                        template=DEFENDER_TEMPLATE, generation=gen, objective="pg", lr=lr,
-                        inner_steps=4, name="defender")
+                        template=DEFENDER_TEMPLATE, generation=gen, objective="regression", lr=lr,
+                        name="defender")
     adversary = HFPolicy(tiny_llama(tok, hidden_size=64, layers=2, seed=seed + 1), tok,
-                         template=ADVERSARY_TEMPLATE, generation=gen, objective="pg", lr=lr,
-                         inner_steps=4, name="adversary")
+                         template=ADVERSARY_TEMPLATE, generation=gen, objective="regression", lr=lr,
+                         name="adversary")
     embedder = HashingEmbedder()
     diversity = DiversityReward(embedder=embedder, form="code")
     reward = CallableReward(polite_share, name="polite_share")
