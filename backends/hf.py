@@ -748,6 +748,14 @@ class HFPolicy:
             if k in expected
             and (not isinstance(v, torch.Tensor) or tuple(v.shape) != expected[k])
         ]
+        bad = [k for k, v in snapshot.items() if k in expected and isinstance(v, torch.Tensor)
+               and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad and not (missing or unexpected or wrong):
+            raise ValueError(
+                f"HFPolicy {self._name!r}: restore failed: the snapshot holds NaN or infinite "
+                f"values in {short(bad)}; nothing was changed. Restore a snapshot of a healthy "
+                "iterate (a checkpoint's earlier round) instead"
+            )
         if missing or unexpected or wrong:
             raise ValueError(
                 f"HFPolicy {self._name!r}: restore failed: the snapshot does not match this "

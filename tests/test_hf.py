@@ -825,3 +825,14 @@ def test_every_logged_kl_is_non_negative_where_the_plain_estimate_dips_below_zer
         for key in ("kl/reference", "kl/previous_is", "kl/reference_is"):
             assert metrics[key] >= 0, (key, metrics[key])
     assert plain_negative > 0  # the case the old estimator got wrong does occur here
+
+
+def test_restore_refuses_non_finite_weights_and_changes_nothing(words):
+    policy = HFPolicy(_word_model(words), words, generation=ONE, name="defender")
+    before = _flat(policy.model)
+    snap = policy.snapshot()
+    key = next(k for k, v in snap.items() if v.is_floating_point())
+    snap[key] = torch.full_like(snap[key], float("nan"))
+    with pytest.raises(ValueError, match="'defender': restore failed.*NaN or infinite.*" + key):
+        policy.restore(snap)
+    assert torch.equal(_flat(policy.model), before)
