@@ -16,8 +16,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py") if p.name != "__init__.py")
 # Extra arguments that keep the slow ones short; every example must accept --steps.
 FAST = {
-    "smollm_safety.py": ["--batch-size", "1", "--responses", "2", "--max-new-tokens", "4"],
+    "smollm_safety.py": ["--batch-size", "1", "--responses", "2", "--max-new-tokens", "4",
+                         "--eval-limit", "2", "--eval-max-new-tokens", "4"],
 }
+# Scripts that measure rather than play: no rounds; each writes a JSON file of numbers instead.
+REPORTS = {"redteam_eval.py": (["--limit", "1", "--max-new-tokens", "2"], "redteam_numbers.json")}
 
 
 def test_every_example_is_listed():
@@ -28,11 +31,17 @@ def test_every_example_is_listed():
 def test_example_runs(name, tmp_path):
     argv = [sys.executable, str(ROOT / "examples" / name), "--steps", "1" if name == "smollm_safety.py" else "3"]
     argv += FAST.get(name, [])
+    if name in REPORTS:
+        argv = argv[:2] + REPORTS[name][0]
     if name != "custom_backend.py":
         argv += ["--out", str(tmp_path / "out")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "error"}
     proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    if name in REPORTS:
+        numbers = json.loads((tmp_path / "out" / REPORTS[name][1]).read_text())
+        assert numbers["eval"]["prompts"] == 3 and "minilm_logistic" in numbers["refusal_judges"]
+        return
     assert "| round |" in proc.stdout  # each prints its metric table
     if name != "custom_backend.py":
         assert (tmp_path / "out" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
