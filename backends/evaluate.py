@@ -36,7 +36,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from backends.redteam import SUITES, MissingDataPackage, PromptSet, data_dir, prompts_from, suite
+from backends.redteam import (
+    SUITES, MissingDataPackage, PromptSet, _hash01, data_dir, prompts_from, suite,
+)
 from gpo_core._validate import check_positive_int, short
 
 __all__ = ["wilson", "load_model", "generate", "evaluate", "EvalReport", "main", "SMOLLM2_GGUF"]
@@ -64,8 +66,8 @@ def _check_model_args(model: str, adapter: str | None) -> None:
                                 "folder (config.json + weights, or a .gguf file) or 'smollm2'")
     if model != "smollm2" and os.path.exists(os.path.join(model, "state.json")):
         raise ValueError(f"--model {model!r} is a run_game checkpoint (weights of the trained part "
-                         "only); pass the base model as --model and the defender's adapter, saved "
-                         "with policy.model.save_pretrained(DIR), as --adapter DIR")
+                         "only); pass it as --run, the model the run started from as --model, "
+                         "and for a LoRA run its adapter folder as --adapter")
     if adapter is not None and not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
         raise FileNotFoundError(f"--adapter {adapter!r} has no adapter_config.json; pass a folder "
                                 "written by a peft model's save_pretrained")
@@ -172,8 +174,46 @@ def _stat(flags: list[bool]) -> dict[str, Any]:
     return {"n": n, "count": k, "rate": k / n if n else float("nan"), "ci": list(wilson(k, n))}
 
 
+def run_snapshots(run: str, policy: str = "last") -> list[str]:
+    """A ``run_game`` checkpoint folder's defender snapshot files: the ``last`` iterate, or every
+    iterate for the ``average`` (the averaged policy is their uniform mixture)."""
+    if policy not in ("last", "average"):
+        raise ValueError(f"--policy must be 'last' or 'average', got {short(policy)}")
+    state_path = os.path.join(run, "state.json")
+    if not os.path.isfile(state_path):
+        raise FileNotFoundError(f"--run {run!r} has no state.json; pass the checkpoint_dir of a "
+                                "run_game run (e.g. runs/smollm_safety/checkpoint)")
+    with open(state_path, encoding="utf-8") as f:
+        state = json.load(f)
+    files = ([state["files"]["defender"]] if policy == "last"
+             else list(state.get("defender_iterates", [])))
+    paths = [os.path.join(run, name) for name in files]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if not paths or missing:
+        raise FileNotFoundError(f"--run {run!r} lists defender snapshots {files} but "
+                                f"{missing or 'none'} are missing; pass a complete checkpoint")
+    return paths
+
+
+def _apply_snapshot(model: Any, path: str) -> None:
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    snap, state = load_file(path), model.state_dict()
+    wrong = [n for n, t in snap.items() if n not in state or state[n].shape != t.shape]
+    if wrong:
+        raise ValueError(f"snapshot {path!r} holds {short(wrong)} that --model does not have (or "
+                         "of another shape); pass the model the run trained, and for a LoRA run "
+                         "its adapter folder (save_pretrained) as --adapter")
+    import torch  # noqa: PLC0415
+
+    with torch.no_grad():
+        for name, tensor in snap.items():
+            state[name].copy_(tensor)
+
+
 def evaluate(model: Any, tokenizer: Any, suites: Sequence[PromptSet], judge: Any = None,
-             max_new_tokens: int = 64, batch_size: int = 16, progress: bool = True) -> EvalReport:
+             max_new_tokens: int = 64, batch_size: int = 16, progress: bool = True,
+             snapshots: Sequence[str] = ()) -> EvalReport:
     """Answer every prompt of ``suites``, judge refusals, and summarise per suite and family.
 
     Args:
@@ -183,6 +223,9 @@ def evaluate(model: Any, tokenizer: Any, suites: Sequence[PromptSet], judge: Any
             ``RefusalJudge.pretrained()``).
         max_new_tokens, batch_size: greedy generation settings.
         progress: show a tqdm bar.
+        snapshots: defender snapshot files of a run (:func:`run_snapshots`); with several, each
+            prompt is answered by one of them, picked by a hash of its text: a draw from their
+            uniform mixture, the averaged policy. The model's weights are restored afterwards.
     """
     if (isinstance(suites, PromptSet) or not suites
             or not all(isinstance(s, PromptSet) for s in suites)):
@@ -200,13 +243,27 @@ def evaluate(model: Any, tokenizer: Any, suites: Sequence[PromptSet], judge: Any
         raise TypeError(f"judge must have refused(requests, responses), got {short(judge)}")
     items = [(s.name, p) for s in suites for p in s]
     start = time.perf_counter()
-    answers = generate(model, tokenizer, [p.text for _, p in items], max_new_tokens, batch_size,
-                       progress)
+    k = len(snapshots)
+    which = [int(_hash01("iterate|" + p.text) * k) if k else -1 for _, p in items]
+    answers = [""] * len(items)
+    saved = {n: t.detach().clone() for n, t in model.state_dict().items()} if k else {}
+    try:
+        for j in sorted(set(which)):
+            if j >= 0:
+                _apply_snapshot(model, snapshots[j])
+            idx = [i for i, w in enumerate(which) if w == j]
+            outs = generate(model, tokenizer, [items[i][1].text for i in idx], max_new_tokens,
+                            batch_size, progress)
+            for i, a in zip(idx, outs):
+                answers[i] = a
+    finally:
+        if saved:
+            model.load_state_dict(saved)
     gen_s = time.perf_counter() - start
     refused = np.asarray(judge.refused([p.seed for _, p in items], answers), dtype=bool)
     rows = [{"suite": name, "prompt": p.text, "seed": p.seed, "kind": p.kind,
-             "family": p.family, "category": p.category, "response": a, "refused": bool(r)}
-            for (name, p), a, r in zip(items, answers, refused)]
+             "family": p.family, "category": p.category, "response": a, "refused": bool(r),
+             "iterate": w} for (name, p), a, r, w in zip(items, answers, refused, which)]
     summary: dict[str, Any] = {}
     for s in suites:
         mine = [r for r in rows if r["suite"] == s.name]
@@ -225,6 +282,7 @@ def evaluate(model: Any, tokenizer: Any, suites: Sequence[PromptSet], judge: Any
     import transformers  # noqa: PLC0415
 
     settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "decoding": "greedy",
+                "snapshots": list(snapshots),
                 "batch_size": batch_size,
                 "chat_template": bool(getattr(tokenizer, "chat_template", None)),
                 "judge": repr(judge), "generation_seconds": round(gen_s, 2),
@@ -265,6 +323,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpo eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model folder (config.json or .gguf), or smollm2")
     p.add_argument("--adapter", default=None, help="a peft adapter folder to apply")
+    p.add_argument("--run", default=None, help="a run_game checkpoint folder: evaluate its "
+                   "defender (trained from --model, and --adapter for a LoRA run)")
+    p.add_argument("--policy", default="last", choices=("last", "average"),
+                   help="with --run: the last iterate, or the averaged policy (default last)")
     p.add_argument("--suite", action="append", default=[], choices=sorted(SUITES),
                    help="a named suite (repeatable); default: jailbreak and benign")
     p.add_argument("--prompts", action="append", default=[],
@@ -292,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if v is not None and v < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
         _check_model_args(args.model, args.adapter)
+        snaps = run_snapshots(args.run, args.policy) if args.run else []
         names = args.suite or ([] if args.prompts else ["jailbreak", "benign"])
         suites = [suite(n, args.split, args.limit) for n in names]
         suites += [prompts_from(f, kind=args.prompts_kind).head(args.limit) for f in args.prompts]
@@ -300,12 +363,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         judge = PrefixRefusalJudge() if args.judge == "prefix" else RefusalJudge.pretrained()
         report = evaluate(model, tok, suites, judge, max_new_tokens=args.max_new_tokens,
-                          batch_size=args.batch_size, progress=not args.no_progress)
+                          batch_size=args.batch_size, progress=not args.no_progress,
+                          snapshots=snaps)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"gpo eval: error: {exc}", file=sys.stderr)
         return 2
     report.settings.update(model=args.model, adapter=args.adapter, split=args.split,
-                           limit=args.limit)
+                           limit=args.limit, run=args.run, policy=args.policy if args.run else None)
     from gpo_core._io import atomic_write_json  # noqa: PLC0415
 
     os.makedirs(args.out, exist_ok=True)

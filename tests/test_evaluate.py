@@ -103,6 +103,55 @@ def test_gpo_eval_end_to_end(saved, tmp_path, capsys):
     assert "| jailbreak |" in capsys.readouterr().out
 
 
+def test_gpo_eval_of_a_run_last_and_averaged_defender(tmp_path, capsys):
+    """A tiny run_game with checkpoints: --run --policy last answers as the trained defender does;
+    --policy average answers each prompt with the iterate its hash picks."""
+    from safetensors.torch import load_file
+
+    from backends.hf import GenerationSettings, HFPolicy
+    from backends.rewards import CallableReward
+    from backends.tiny import HARMLESS_SENTENCES, word_tokenizer
+    from gpo_core.alignment import GameConfig, run_game
+
+    tok = word_tokenizer(sorted({w for t in HARMLESS_SENTENCES for w in t.split()}),
+                         pad_token="<pad>")
+    base = tiny_llama(tok, hidden_size=32, layers=2, heads=2, seed=0, init_std=0.3)
+    base_dir = tmp_path / "base"
+    base.save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    gen = GenerationSettings(max_new_tokens=4)
+    defender = HFPolicy(base, tok, generation=gen, objective="regression", lr=1e-2)
+    adversary = HFPolicy(tiny_llama(tok, hidden_size=32, layers=2, heads=2, seed=1), tok,
+                         generation=gen, objective="regression", lr=1e-2)
+    reward = CallableReward(lambda p, r: [x.count("tea") / 4 for x in r])
+    run_game(defender, adversary, reward, GameConfig(rounds=2, batch_size=2, defender_eta=50.0,
+                                                     adversary_eta=1.0),
+             seed_prompts=["Please write a poem about tea."], checkpoint_dir=str(tmp_path / "ck"))
+    prompts = tmp_path / "p.txt"
+    texts = [t for t in HARMLESS_SENTENCES if "?" in t][:6]
+    prompts.write_text("\n".join(texts))
+    common = ["--model", str(base_dir), "--prompts", str(prompts), "--max-new-tokens", "4",
+              "--judge", "prefix", "--no-progress", "--run", str(tmp_path / "ck")]
+    assert cli.main(["eval", *common, "--out", str(tmp_path / "last")]) == 0
+    last = json.loads((tmp_path / "last" / "report.json").read_text())
+    trained = ev.generate(defender.model, tok, texts, max_new_tokens=4, progress=False)
+    untrained = ev.generate(tiny_llama(tok, hidden_size=32, layers=2, heads=2, seed=0,
+                                       init_std=0.3), tok, texts, max_new_tokens=4, progress=False)
+    assert [r["response"] for r in last["rows"]] == trained != untrained
+    assert cli.main(["eval", *common, "--policy", "average", "--out", str(tmp_path / "avg")]) == 0
+    avg = json.loads((tmp_path / "avg" / "report.json").read_text())
+    snaps = avg["settings"]["snapshots"]
+    assert len(snaps) >= 2 and {r["iterate"] for r in avg["rows"]} <= set(range(len(snaps)))
+    model = tiny_llama(tok, hidden_size=32, layers=2, heads=2, seed=0, init_std=0.3)
+    for row in avg["rows"]:
+        model.load_state_dict(load_file(snaps[row["iterate"]]))
+        assert row["response"] == ev.generate(model, tok, [row["prompt"]], max_new_tokens=4,
+                                              progress=False)[0]
+    capsys.readouterr()
+    assert cli.main(["eval", *common[:-1], str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "has no state.json" in capsys.readouterr().err
+
+
 @pytest.fixture
 def no_model_load(monkeypatch):
     def refuse(*a, **k):
