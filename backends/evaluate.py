@@ -36,9 +36,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from backends.redteam import (
-    SUITES, MissingDataPackage, PromptSet, _hash01, data_dir, prompts_from, suite,
-)
+from backends.prompts import PromptSet, _hash01, prompts_from
+from backends.redteam import SUITES, MissingDataPackage, data_dir, suite
 from gpo_core._validate import check_positive_int, short
 
 __all__ = ["wilson", "load_model", "generate", "evaluate", "EvalReport", "main", "SMOLLM2_GGUF"]
