@@ -36,10 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=34, help="held-out prompts per suite")
     parser.add_argument("--suites", nargs="+", default=["advbench", "jailbreak", "benign"])
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--llm-judge-rows", type=int, default=None,
+                        help="measure the SmolLM2 judge on the first N held-out rows (default all)")
     parser.add_argument("--out", default="runs/redteam_eval")
     args = parser.parse_args(argv)
-    if args.limit < 1 or args.max_new_tokens < 1:
-        parser.error("--limit and --max-new-tokens must be >= 1")
+    if args.limit < 1 or args.max_new_tokens < 1 or (args.llm_judge_rows or 1) < 1:
+        parser.error("--limit, --max-new-tokens and --llm-judge-rows must be >= 1")
 
     import numpy as np
     import torch
@@ -63,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model, tok = load_model("smollm2")
     llm = LLMJudge(model, tok, template=REFUSAL_TEMPLATE, labels=("Yes", "No"), batch_size=4)
-    numbers["refusal_judges"]["smollm2_llm_judge"] = measure(llm.score(q, r) > 0.5, y)
+    n = args.llm_judge_rows or len(y)
+    numbers["refusal_judges"]["smollm2_llm_judge"] = measure(llm.score(q[:n], r[:n]) > 0.5, y[:n])
 
     harm = minilm.embed(load_set("advbench").texts)
     benign = minilm.embed(load_set("benign").texts)

@@ -20,7 +20,8 @@ FAST = {
                          "--eval-limit", "2", "--eval-max-new-tokens", "4"],
 }
 # Scripts that measure rather than play: no rounds; each writes a JSON file of numbers instead.
-REPORTS = {"redteam_eval.py": (["--limit", "1", "--max-new-tokens", "2"], "redteam_numbers.json")}
+REPORTS = {"redteam_eval.py": (["--limit", "1", "--max-new-tokens", "2", "--llm-judge-rows", "3"],
+                               "redteam_numbers.json")}
 
 
 def test_every_example_is_listed():
