@@ -158,12 +158,14 @@ class EvalReport:
 
     def table(self) -> str:
         """A markdown table: one line per suite and family."""
-        lines = ["| suite | family | n | metric | rate | 95% CI |", "|---|---|---|---|---|---|"]
+        lines = ["| suite | family | n | metric | count | rate | 95% CI |",
+                 "|---|---|---|---|---|---|---|"]
         for name, s in self.summary.items():
             for fam, f in [("all", s), *sorted(s["families"].items())]:
                 if fam != "all" and len(s["families"]) < 2:
                     continue
-                lines.append(f"| {name} | {fam} | {f['n']} | {s['metric']} | {f['rate']:.3f} | "
+                lines.append(f"| {name} | {fam} | {f['n']} | {s['metric']} | {f['count']} | "
+                             f"{f['rate']:.3f} | "
                              f"[{f['ci'][0]:.3f}, {f['ci'][1]:.3f}] |")
         return "\n".join(lines)
 

@@ -76,7 +76,8 @@ def test_evaluate_summarises_per_suite_and_family(saved):
     assert (b["metric"], b["n"], b["rate"]) == ("over_refusal", 4, 1.0)
     assert len(rep.rows) == 12 and rep.rows[0]["seed"] == "lock 0"
     assert rep.settings["max_new_tokens"] == 3 and rep.settings["decoding"] == "greedy"
-    assert "| h | wrap | 3 | asr | 0.000 |" in rep.table()
+    assert "| h | wrap | 3 | asr | 0 | 0.000 |" in rep.table()
+    assert "| h | direct | 5 | asr | 5 | 1.000 |" in rep.table()
     with pytest.raises(TypeError, match="suites must be"):
         ev.evaluate(model, tok, harmful, judge=Said("x"))
     with pytest.raises(ValueError, match="mixes harmful and benign"):
