@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from gpo_core.cli import main
+from backends.cli import main
 
 
 def test_solve_openspiel_game_prints_the_exact_answer(capsys):

@@ -15,7 +15,7 @@ import pytest
 from backends import evaluate as ev
 from backends.redteam import Prompt, PromptSet
 from backends.tiny import tiny_llama, train_tokenizer
-from gpo_core import cli
+from backends import cli
 
 
 def test_wilson_interval_closed_forms():

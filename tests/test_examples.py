@@ -88,7 +88,7 @@ def test_gpo_demo_runs_end_to_end(tmp_path):
     checks and one GPO round between two tiny models, each writing its outputs."""
     out = tmp_path / "demo"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "gpo_core.cli", "demo", "--steps", "50",
+    proc = subprocess.run([sys.executable, "-m", "backends.cli", "demo", "--steps", "50",
                            "--rounds", "1", "--out", str(out)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -208,7 +208,7 @@ def test_openspiel_toy_games_are_solved_by_pivoting():
     # Kuhn poker and blotto in matrix form are degenerate (many equilibria, duplicate pure
     # strategies); blotto's warm bases are all singular, so this exercises the halving and the
     # Harris ratio test; OpenSpiel's own games are the reference the design names.
-    from gpo_core.cli import toy_games
+    from backends.cli import toy_games
 
     for game in toy_games():
         sol = gc.solve_pivot(game)

@@ -9,7 +9,7 @@ import pathlib
 import pytest
 
 from backends.train import load_config
-from gpo_core.cli import main
+from backends.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "gpo_train.toml"

@@ -14,7 +14,10 @@ between two tiny language models.
 ``gpo eval --model PATH [--suite NAME | --prompts FILE]...``  attack success rate and over-refusal of
 a causal LM on red-team suites (``backends.evaluate``).
 
-Heavy dependencies (matplotlib, OpenSpiel, torch) are imported only by the commands that use them.
+It lives in ``backends`` because it joins all three packages (``gpo_core``, ``backends``,
+``proofs_check``) while ``gpo_core`` imports neither of the others. Heavy dependencies
+(matplotlib, OpenSpiel, torch) are imported only by the commands that use them, so ``gpo solve``
+runs without torch.
 """
 
 from __future__ import annotations
