@@ -42,7 +42,7 @@ from gpo_core._validate import short
 from gpo_core.checkpoint import Persistent, PolicyError
 from gpo_core.game_config import GameConfig
 from gpo_core.gap import estimate_gap, gap_stream
-from gpo_core.mixture import MixturePolicy
+from gpo_core.mixture import MixturePolicy, OnDisk, reservoir_slot
 from gpo_core.protocols import Communicator, Diversity, Policy, RewardModel
 from gpo_core.rollout import (
     adversary_experience,
@@ -80,8 +80,11 @@ class GameResult:
 
     Attributes:
         logs: one :class:`RoundLog` per round.
-        defender_iterates: snapshots of the defender's iterates ``pi_1, pi_2, ...``.
-        adversary_iterates: snapshots of the adversary's iterates.
+        defender_iterates: snapshots of the defender's iterates ``pi_1, pi_2, ...`` (every
+            ``snapshot_every``-th; a reservoir of ``max_iterates`` of them when that is set, in
+            slot order; :class:`~gpo_core.mixture.OnDisk` references with
+            ``iterates_on_disk``: read one with :func:`gpo_core.mixture.materialise`).
+        adversary_iterates: snapshots of the adversary's iterates, likewise.
         history: every prompt the adversary wrote, in order (the diversity reference set).
         config: the configuration that produced it.
     """
@@ -204,6 +207,11 @@ def run_game(
                 f"the world size {shard[1]}; use a multiple of {shard[1]}"
             )
     ckpt = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+    if config.iterates_on_disk and ckpt is None:
+        raise ValueError(
+            "config.iterates_on_disk keeps the iterates in the checkpoint folder, but no "
+            "checkpoint_dir was given; pass one, or set iterates_on_disk=False"
+        )
     saved = None
     identity = _ckpt.run_identity(config, seeds, defender, adversary, reward, diversity)
     if ckpt is not None:
@@ -229,6 +237,7 @@ def run_game(
     logs: list[RoundLog] = []
     d_iter: list[Any] = []
     a_iter: list[Any] = []
+    ids: list[int] = []  # the iterate number held in each slot of d_iter / a_iter
     history: list[str] = []
     start = 1
     if ckpt is not None and comm is not None:
@@ -247,15 +256,26 @@ def run_game(
         if shard[0] != 0 and found[0] != "0":
             saved = _ckpt.read_state(ckpt)
     if saved is not None:
-        start, rng, d_iter, a_iter, history, entries = _ckpt.load(ckpt, saved, defender, adversary)
+        start, rng, d_iter, a_iter, ids, history, entries = _ckpt.load(
+            ckpt, saved, defender, adversary, lazy=config.iterates_on_disk)
         logs = [RoundLog(e["round"], e["metrics"]) for e in entries]
 
     warned: set[str] = set()
     for t in range(start, config.rounds + 1):
         metrics: dict[str, float] = {}
         if (t - 1) % config.snapshot_every == 0:
-            d_iter.append(_ckpt.call("defender", "snapshot", defender.snapshot))
-            a_iter.append(_ckpt.call("adversary", "snapshot", adversary.snapshot))
+            n = (t - 1) // config.snapshot_every
+            slot = reservoir_slot(config.seed, n, config.max_iterates) if config.max_iterates \
+                else n
+            if slot is not None:
+                snaps = (_ckpt.call("defender", "snapshot", defender.snapshot),
+                         _ckpt.call("adversary", "snapshot", adversary.snapshot))
+                if slot == len(d_iter):
+                    d_iter.append(snaps[0])
+                    a_iter.append(snaps[1])
+                    ids.append(n)
+                else:
+                    d_iter[slot], a_iter[slot], ids[slot] = snaps[0], snaps[1], n
         if config.schedule == "simultaneous":
             roll = rollout(defender, adversary, reward, config, seeds, rng, shard, comm)
             d_exp = defender_experience(roll)
@@ -297,7 +317,12 @@ def run_game(
         logs.append(log)
         if ckpt is not None:
             _checkpoint(comm, shard[0], ckpt, t, rng, identity, defender, adversary, logs,
-                        d_iter, a_iter, history)
+                        d_iter, a_iter, ids, history)
+            if config.iterates_on_disk:  # from now on read from the folder when needed
+                d_iter = [OnDisk(os.path.join(ckpt, _ckpt.iterate_name("defender", n)),
+                                 defender.load_snapshot) for n in ids]
+                a_iter = [OnDisk(os.path.join(ckpt, _ckpt.iterate_name("adversary", n)),
+                                 adversary.load_snapshot) for n in ids]
         if on_round is not None:
             on_round(log)
 

@@ -192,59 +192,78 @@ def check_identity(ckpt: str, state: Mapping[str, Any], identity: Mapping[str, A
         )
 
 
+def iterate_name(player: str, n: int) -> str:
+    """The file of ``player``'s iterate number ``n`` in a checkpoint folder."""
+    return f"iterate_{player}_{n}"
+
+
 def save(ckpt: str, t: int, rng: np.random.Generator, identity: Mapping[str, Any], defender: Any,
          adversary: Any, logs: Sequence[Any], d_iter: Sequence[Any], a_iter: Sequence[Any],
-         history: Sequence[str]) -> None:
-    """Write round ``t``'s checkpoint; ``state.json`` is replaced last, so a crash keeps the old."""
+         ids: Sequence[int], history: Sequence[str]) -> None:
+    """Write round ``t``'s checkpoint; ``state.json`` is replaced last, so a crash keeps the old.
+
+    ``ids[k]`` is the iterate number of the snapshots in slot ``k`` (a reservoir replaces slots);
+    an iterate's file is written once, and files no slot holds any more are removed after the
+    commit.
+    """
     os.makedirs(ckpt, exist_ok=True)
     old = read_state(ckpt) if os.path.exists(os.path.join(ckpt, STATE)) else None
     files = {"defender": f"defender_r{t}", "adversary": f"adversary_r{t}"}
     for name, policy in (("defender", defender), ("adversary", adversary)):
         snap = call(name, "snapshot", policy.snapshot)
         call(name, "save_snapshot", policy.save_snapshot, snap, os.path.join(ckpt, files[name]))
-    # Iterates are immutable once taken: keep the files already written, add only new ones.
-    d_files = list(old["defender_iterates"]) if old else []
-    a_files = list(old["adversary_iterates"]) if old else []
-    for k in range(len(d_files), len(d_iter)):
-        d_files.append(f"iterate_defender_{k}")
-        a_files.append(f"iterate_adversary_{k}")
-        call("defender", "save_snapshot", defender.save_snapshot, d_iter[k],
-             os.path.join(ckpt, d_files[-1]))
-        call("adversary", "save_snapshot", adversary.save_snapshot, a_iter[k],
-             os.path.join(ckpt, a_files[-1]))
+    written = set(old["defender_iterates"] + old["adversary_iterates"]) if old else set()
+    names: dict[str, list[str]] = {"defender": [], "adversary": []}
+    for slot, n in enumerate(ids):
+        for player, policy, snaps in (("defender", defender, d_iter),
+                                      ("adversary", adversary, a_iter)):
+            name = iterate_name(player, n)
+            names[player].append(name)
+            if name not in written:  # iterates are immutable once taken: written once
+                call(player, "save_snapshot", policy.save_snapshot, snaps[slot],
+                     os.path.join(ckpt, name))
     state = {
         "format": FORMAT,
         "round": t,
         "identity": dict(identity),
         "rng": rng.bit_generator.state,
         "files": files,
-        "defender_iterates": d_files,
-        "adversary_iterates": a_files,
+        "defender_iterates": names["defender"],
+        "adversary_iterates": names["adversary"],
         "history": list(history),
         "logs": [{"round": log.round, "metrics": dict(log.metrics)} for log in logs],
     }
     atomic_write_json(os.path.join(ckpt, STATE), state)  # the commit point
     if old:
-        for key in ("defender", "adversary"):
-            stale = os.path.join(ckpt, old["files"][key])
-            if old["files"][key] != files[key] and os.path.exists(stale):
-                _remove(stale)
+        stale = [old["files"][k] for k in files if old["files"][k] != files[k]]
+        stale += sorted(written - set(names["defender"] + names["adversary"]))
+        for name in stale:
+            if os.path.exists(os.path.join(ckpt, name)):
+                _remove(os.path.join(ckpt, name))
 
 
-def load(ckpt: str, state: Mapping[str, Any], defender: Any, adversary: Any
-         ) -> tuple[int, np.random.Generator, list[Any], list[Any], list[str], list[dict]]:
-    """Restore both players from ``state``; the next round, the generator and the run so far."""
+def load(ckpt: str, state: Mapping[str, Any], defender: Any, adversary: Any, *, lazy: bool = False
+         ) -> tuple[int, np.random.Generator, list[Any], list[Any], list[int], list[str],
+                    list[dict]]:
+    """Restore both players from ``state``; the next round, the generator, the kept iterates
+    (:class:`~gpo_core.mixture.OnDisk` references when ``lazy``), their numbers, the history and
+    the logs."""
+    from gpo_core.mixture import OnDisk  # noqa: PLC0415  (mixture does not import this module)
+
     for key, policy in (("defender", defender), ("adversary", adversary)):
         path = os.path.join(ckpt, state["files"][key])
         snap = call(key, "load_snapshot", policy.load_snapshot, path)
         call(key, "restore", policy.restore, snap)
-    d_iter = [call("defender", "load_snapshot", defender.load_snapshot, os.path.join(ckpt, f))
-              for f in state["defender_iterates"]]
-    a_iter = [call("adversary", "load_snapshot", adversary.load_snapshot, os.path.join(ckpt, f))
-              for f in state["adversary_iterates"]]
+    kept = []
+    for key, policy in (("defender", defender), ("adversary", adversary)):
+        paths = [os.path.join(ckpt, f) for f in state[f"{key}_iterates"]]
+        kept.append([OnDisk(p, policy.load_snapshot) if lazy else
+                     call(key, "load_snapshot", policy.load_snapshot, p) for p in paths])
+    ids = [int(name.rsplit("_", 1)[1]) for name in state["defender_iterates"]]
     rng = np.random.default_rng()
     rng.bit_generator.state = state["rng"]
-    return int(state["round"]) + 1, rng, d_iter, a_iter, list(state["history"]), list(state["logs"])
+    return (int(state["round"]) + 1, rng, kept[0], kept[1], ids, list(state["history"]),
+            list(state["logs"]))
 
 
 def _remove(path: str) -> None:

@@ -43,6 +43,11 @@ class GameConfig:
             mixture of iterates Theorem 3.2 is about) or ``"last"`` (Algorithm 1's output).
         attack_threshold: a response whose reward is below this counts as a successful attack.
         snapshot_every: keep an iterate snapshot every this many rounds for the average.
+        max_iterates: 0 keeps every snapshot; ``K > 0`` keeps a uniform reservoir sample of ``K``
+            of them (:func:`gpo_core.mixture.reservoir_slot`), whose mixture is an unbiased
+            estimate of the mixture of all.
+        iterates_on_disk: keep the iterates only in ``checkpoint_dir`` (needs one) and read each
+            when the mixture uses it (:class:`gpo_core.mixture.OnDisk`), instead of in memory.
         gap_every: estimate the Nash gap every this many rounds (0 = never; it costs
             ``2 * gap_steps`` extra updates and ``3 * gap_rollouts`` rollouts per profile, see
             :func:`~gpo_core.gap.estimate_gap`). It draws from a stream of its own and puts the
@@ -75,6 +80,8 @@ class GameConfig:
     output: Literal["average", "last"] = "average"
     attack_threshold: float = 0.5
     snapshot_every: int = 1
+    max_iterates: int = 0
+    iterates_on_disk: bool = False
     gap_every: int = 0
     gap_steps: int = 5
     gap_eta: float = 10.0
@@ -83,7 +90,7 @@ class GameConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("gap_every", "seed"):
+        for name in ("gap_every", "seed", "max_iterates"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an integer >= 0, got {short(value)}")
@@ -108,6 +115,10 @@ class GameConfig:
             raise ValueError(f"schedule must be 'alternating' or 'simultaneous', got {self.schedule!r}")
         if self.kl_anchor not in ("previous", "initial"):
             raise ValueError(f"kl_anchor must be 'previous' or 'initial', got {self.kl_anchor!r}")
+        if not isinstance(self.iterates_on_disk, bool):
+            raise TypeError(
+                f"iterates_on_disk must be true or false, got {short(self.iterates_on_disk)}"
+            )
         if not isinstance(self.conditional_adversary, bool):
             raise TypeError(
                 f"conditional_adversary must be true or false, got {short(self.conditional_adversary)}"

@@ -618,3 +618,67 @@ def test_run_game_refuses_bad_callables_before_any_round():
         run_game(d, a, r, _exact_config(rounds=1), on_round=5)
     with pytest.raises(TypeError, match="overwrite must be True or False"):
         run_game(d, a, r, _exact_config(rounds=1), overwrite="yes")
+
+
+# ------------------------------------------------------------- iterates: reservoir and disk
+
+
+def test_a_reservoir_keeps_k_iterates_unbiasedly_and_resumes_to_the_same_ones(tmp_path):
+    from gpo_core.mixture import reservoir_slot
+
+    game = gc.MatrixGame.random(3, 3, seed=8)
+    cfg = _exact_config(rounds=12, schedule="simultaneous", defender_eta=0.3, adversary_eta=0.3,
+                        max_iterates=4)
+    d, a, r = matrix_game_players(game)
+    full = run_game(d, a, r, cfg)
+    assert len(full.defender_iterates) == len(full.adversary_iterates) == 4
+    # the kept snapshots are exactly the iterates the reservoir rule picks
+    d_all, a_all, r_all = matrix_game_players(game)
+    every = run_game(d_all, a_all, r_all, GameConfig(**{**cfg.to_dict(), "max_iterates": 0}))
+    slots = [None] * 4
+    for n in range(12):
+        j = reservoir_slot(cfg.seed, n, 4)
+        if j is not None:
+            slots[j] = n
+    for kept, n in zip(full.defender_iterates, slots):
+        np.testing.assert_array_equal(kept, every.defender_iterates[n])
+    # stopped at every round and resumed: the same reservoir, and only its files on disk
+    for stop in (3, 7):
+        folder = tmp_path / f"s{stop}"
+        d2, a2, r2 = matrix_game_players(game)
+        run_game(d2, a2, r2, GameConfig(**{**cfg.to_dict(), "rounds": stop}), checkpoint_dir=folder)
+        d3, a3, r3 = matrix_game_players(game)
+        resumed = run_game(d3, a3, r3, cfg, checkpoint_dir=folder)
+        for x, y in zip(resumed.defender_iterates, full.defender_iterates):
+            np.testing.assert_array_equal(x, y)
+        files = sorted(p.name for p in folder.iterdir() if p.name.startswith("iterate_defender"))
+        assert files == sorted(f"iterate_defender_{n}" for n in slots)
+
+
+def test_iterates_on_disk_are_read_once_per_mixture_call_and_equal_the_in_memory_run(tmp_path):
+    from gpo_core.mixture import OnDisk, materialise
+
+    game = gc.MatrixGame.random(3, 4, seed=9)
+    cfg = _exact_config(rounds=6, schedule="simultaneous", defender_eta=0.4, adversary_eta=0.4)
+    d, a, r = matrix_game_players(game)
+    memory = run_game(d, a, r, cfg)
+    d2, a2, r2 = matrix_game_players(game)
+    reads: list[str] = []
+    real = d2.load_snapshot
+    d2.load_snapshot = lambda path: reads.append(os.path.basename(path)) or real(path)
+    disk = run_game(d2, a2, r2, GameConfig(**{**cfg.to_dict(), "iterates_on_disk": True}),
+                    checkpoint_dir=tmp_path)
+    assert all(isinstance(s, OnDisk) for s in disk.defender_iterates)
+    for x, y in zip(disk.defender_iterates, memory.defender_iterates):
+        np.testing.assert_array_equal(materialise(x), y)
+    reads.clear()
+    outputs = list(d2.outputs)
+    got = MixturePolicy(d2, disk.defender_iterates).log_prob([""] * len(outputs), outputs)
+    want = MixturePolicy(d, memory.defender_iterates).log_prob([""] * len(outputs), outputs)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+    assert sorted(reads) == sorted(f"iterate_defender_{n}" for n in range(6))  # each once
+    reads.clear()
+    MixturePolicy(d2, disk.defender_iterates).sample([""], 50, np.random.default_rng(0))
+    assert len(reads) == len(set(reads))  # every drawn iterate read once, whatever it drew
+    with pytest.raises(ValueError, match="iterates_on_disk.*no checkpoint_dir"):
+        run_game(d, a, r, GameConfig(**{**cfg.to_dict(), "iterates_on_disk": True}))
