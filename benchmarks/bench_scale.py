@@ -33,7 +33,7 @@ g. (only where CUDA is visible, or with ``--g-device``) on the GPU: one ``play``
    3000 and 10,000 actions, float64 and float32), and the time discounted RM+ takes to gap 1e-4
    (1e-3 on the 10k game) on the device against the same rule on a numpy game on this machine's
    CPU, each average re-checked in float64 on the host. ``benchmarks/gpu_check.sh`` runs it
-   with the CUDA tests on a lent GPU machine; ``--g-device cpu`` rehearses it here.
+   with the CUDA tests on a GPU machine; ``--g-device cpu`` rehearses it here.
 
 Usage::
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Issue 5's GPU checks in one go, for a session that is lent a GPU machine (benchmarks/README.md,
+# Issue 5's GPU checks in one go, on a GPU machine (benchmarks/README.md,
 # "On a GPU"): the CUDA tests, then bench_scale.py's part g (and part b, whose torch rows gain
-# CUDA rows there). Everything lands in $OUT (the device tool brings that folder back).
+# CUDA rows there). Everything lands in $OUT (copy that folder back from the GPU machine).
 #
 #   here, once, with the registries reachable:  bash benchmarks/gpu_check.sh --fetch
-#   then through the device tool:  run(command="bash benchmarks/gpu_check.sh", carry=[".whl"],
-#                                      timeout_s=540)
+#   then on the GPU machine, with .whl/ copied along (about 9 minutes):
+#       bash benchmarks/gpu_check.sh
 #   a dry run on this machine (CUDA tests skip, part g on CPU tensors):
 #       OUT=/tmp/gpu_dry PY=.venv/bin/python G_DEVICE=cpu G_SIZES=300 bash benchmarks/gpu_check.sh
 #

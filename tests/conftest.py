@@ -30,7 +30,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # ---------------------------------------------------------------- skips under CI
 # Everything a test needs is installed by the [all] extra, so under CI (CI=true) a skip can only
 # be one of these, each for something pip cannot provide; any other skip (a missing or broken
-# package, an importorskip left in) fails the session instead of passing green.
+# package, an importorskip left in) fails the test run instead of passing green.
 ALLOWED_SKIPS_UNDER_CI = {
     "CUDA": "no CUDA GPU on the machine (the GPU tests)",
     "a GPU is visible": "on a GPU machine, the CPU rehearsal of the GPU benchmark",

@@ -1,7 +1,7 @@
 """The suite's own rules: under CI only the named skips pass, and plain `pytest` collects.
 
 Each runs pytest in a subprocess on a small folder, with this suite's conftest, so the rule is
-seen to fail a session, not only to exist.
+seen to fail a test run, not only to exist.
 """
 
 from __future__ import annotations
