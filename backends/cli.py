@@ -11,6 +11,10 @@ between two tiny language models.
 
 ``gpo train CONFIG``  run the GPO loop from a TOML config (see ``examples/gpo_train.toml``).
 
+``gpo eval ...``  attack success and over-refusal of a model on red-team suites.
+
+``gpo export --model M --run CKPT --out DIR``  a run's player as a Hugging Face model folder.
+
 ``gpo eval --model PATH [--suite NAME | --prompts FILE]...``  attack success rate and over-refusal of
 a causal LM on red-team suites (``backends.evaluate``).
 
@@ -329,6 +333,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_main(args.rest)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``gpo export``: a run's player as a Hugging Face model folder (:mod:`backends.export`)."""
+    from backends.export import export  # noqa: PLC0415
+
+    out = export(args.model, args.run, args.out, adapter=args.adapter, player=args.player,
+                 iterate=args.iterate, merge=args.merge)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="gpo", description=__doc__.split("\n\n")[0])
@@ -366,6 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", add_help=False, help="ASR and over-refusal of a model on red-team "
                        "suites (gpo eval --help for its options)")
     e.set_defaults(func=cmd_eval)
+    x = sub.add_parser("export", help="write a run's player as a Hugging Face model folder")
+    x.add_argument("--model", required=True, help="the model the run started from (or smollm2)")
+    x.add_argument("--run", required=True, help="the run's checkpoint_dir")
+    x.add_argument("--out", required=True, help="a new folder to write")
+    x.add_argument("--adapter", default=None, help="for a LoRA run: a peft adapter folder")
+    x.add_argument("--player", default="defender", choices=("defender", "adversary"))
+    x.add_argument("--iterate", default="last",
+                   help="'last', 'average' (every kept iterate + mixture.json) or a number")
+    x.add_argument("--merge", action="store_true", help="merge LoRA adapters into the base")
+    x.set_defaults(func=cmd_export)
     return p
 
 
