@@ -183,6 +183,11 @@ def report(cfg: dict, out: str, jobs_done: dict, expected: list, meta: dict) -> 
     return results
 
 
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     if args.embed_readme:
@@ -198,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     os.makedirs(args.out, exist_ok=True)
     data = S.seeds_and_suites(cfg)
-    emb, judge = S.embedder_and_judge(cfg)
+    kinds = {p.seed: p.kind for group in (data[0], data[1], *data[2], data[3]) for p in group}
+    emb, judge = S.embedder_and_judge(cfg, kinds)
     t0 = time.time()
     sft_done = os.path.join(args.out, "sft_stage.json")
     if args.stage in ("all", "sft") and not os.path.exists(sft_done):
@@ -224,17 +230,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for arm, seed in expected:
             path = os.path.join(args.out, "jobs", arm, f"seed{seed}", "result.json")
             if os.path.exists(path):
-                with open(path, encoding="utf-8") as f:
-                    done.setdefault(arm, {})[seed] = json.load(f)
+                done.setdefault(arm, {})[seed] = _read_json(path)
         import platform
 
         meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads "
                            f"{torch.get_num_threads()}", "torch": torch.__version__,
                 "command": "python " + " ".join([sys.argv[0]] + list(argv if argv is not None else sys.argv[1:])),
-                "sft_stage": json.load(open(sft_done)) if os.path.exists(sft_done) else None}
+                "sft_stage": _read_json(sft_done) if os.path.exists(sft_done) else None}
         res = report(cfg, args.out, done, expected, meta)
-        print(open(os.path.join(args.out, "results.md")).read())
+        with open(os.path.join(args.out, "results.md"), encoding="utf-8") as f:
+            print(f.read())
         if res["missing"]:
             print(f"missing jobs: {res['missing']}; rerun the same command to finish them")
     return 0

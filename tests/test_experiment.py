@@ -1,0 +1,180 @@
+"""examples/gpo_experiment.py: the smoke size end to end, matched budgets, the held-out split,
+config validation, resumption and the README embedding."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from examples import _experiment_eval as E  # noqa: E402
+from examples import _experiment_setup as S  # noqa: E402
+from examples import gpo_experiment as X  # noqa: E402
+
+SMOKE = str(ROOT / "examples" / "experiment_smoke.toml")
+CPU = str(ROOT / "examples" / "experiment_cpu.toml")
+GPU = str(ROOT / "examples" / "experiment_gpu.toml")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp")
+    assert X.main(["--config", SMOKE, "--smoke", "--out", str(out)]) == 0
+    return out
+
+
+def test_smoke_runs_every_arm_and_reports_everything(smoke_run):
+    res = json.loads((smoke_run / "results.json").read_text())
+    assert res["missing"] == []
+    assert set(res["jobs"]) == set(S.ARMS)
+    for arm in X.DEFENDER_ARMS:  # both iterates of every trained defender, on three suites
+        job = res["jobs"][arm]["0"]
+        for which in ("last", "average"):
+            suites = job["defender"][which]
+            assert set(suites) == {"advbench", "jailbreak", "benign"}
+            assert suites["benign"]["metric"] == "over_refusal"
+            assert len(suites["jailbreak"]["families"]) >= 1
+            assert all(0 <= s["rate"] <= 1 for s in suites.values())
+        assert len(job["rounds"]) == 2
+    for arm in ("gpo", "gpo_div"):  # the gap of both profiles, every round (gap_every=1)
+        gaps = res["jobs"][arm]["0"]["gap"]
+        assert [g["round"] for g in gaps] == [1, 2]
+        assert all(math.isfinite(g["gap/estimated"]) and math.isfinite(g["gap/average/estimated"])
+                   for g in gaps)
+    for arm in X.ADVERSARY_ARMS:
+        adv = res["jobs"][arm]["0"]["adversary"]["trained"]
+        assert adv["n"] == 4 and 0 <= adv["asr"] <= 1 and "diversity/one_minus_self_bleu" in adv
+    assert set(res["jobs"]["sft"]["0"]["adversary"]) == {"identity", "untrained"}
+    # the RLHF arm's adversary is the identity: it met the seeds themselves
+    assert res["jobs"]["rlhf"]["0"]["rounds"][0]["defender/fit/steps"] >= 0
+    md = (smoke_run / "results.md").read_text()
+    for label in E.ARM_LABELS.values():
+        assert label in md
+    for name in ("defender.png", "gap.png", "adversary.png"):
+        assert (smoke_run / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    assert (smoke_run / "jobs" / "gpo" / "seed0" / "defender_adapter").is_dir()
+
+
+def test_rerun_skips_finished_jobs(smoke_run):
+    path = smoke_run / "jobs" / "gpo" / "seed0" / "result.json"
+    before = path.stat().st_mtime_ns
+    os.remove(smoke_run / "results.json")
+    assert X.main(["--config", SMOKE, "--smoke", "--out", str(smoke_run)]) == 0
+    assert path.stat().st_mtime_ns == before
+    assert json.loads((smoke_run / "results.json").read_text())["missing"] == []
+
+
+def test_report_names_missing_jobs(smoke_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "partial"
+    shutil.copytree(smoke_run, out)
+    shutil.rmtree(out / "jobs" / "gpo_div")
+    assert X.main(["--config", SMOKE, "--smoke", "--out", str(out), "--stage", "report"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["missing"] == ["gpo_div/seed0"]
+    assert (out / "results.md").read_text().startswith("**Partial: 1 job(s)")
+
+
+def test_budgets_are_matched_across_arms():
+    cfg = S.load_config(CPU)
+    rows = {}
+    for arm in ("rlhf", "gpo", "gpo_div", "adv_only", "adv_only_div"):
+        c = X.game_config(cfg, arm, 0)
+        rows[arm] = c.batch_size * c.prompts_per_context * c.responses_per_prompt
+        assert c.rounds == cfg["rounds"] and c.schedule == cfg["schedule"]
+        assert (c.beta_div > 0) == arm.endswith("_div")
+    assert len(set(rows.values())) == 1, rows
+    assert X.game_config(cfg, "gpo", 0).gap_every == cfg["gap_every"]
+    assert X.game_config(cfg, "gpo", 1).gap_every == 0  # gap_seeds = [0]
+    assert X.game_config(cfg, "rlhf", 0).gap_every == 0
+
+
+def test_seeds_are_train_and_evaluation_is_held_out():
+    from backends.prompts import split_of
+
+    cfg = S.load_config(SMOKE, smoke=True)
+    harmful, benign, suites, adv_eval = S.seeds_and_suites(cfg)
+    assert len(harmful) == 8 and len(benign) == 4
+    assert all(split_of(p.seed) == "train" for p in harmful + benign)
+    assert {p.kind for p in harmful} == {"harmful"} and {p.kind for p in benign} == {"benign"}
+    held = [p for s in suites for p in s] + list(adv_eval)
+    assert all(split_of(p.seed) == "held_out" for p in held)
+    assert not {p.seed for p in held} & {p.seed for p in harmful + benign}
+
+
+@pytest.mark.parametrize("path", [CPU, GPU, SMOKE])
+def test_shipped_configs_load(path):
+    cfg = S.load_config(path)
+    assert cfg["arms"] and cfg["seeds"]
+    if path != SMOKE:
+        assert len(cfg["seeds"]) >= 3 and set(cfg["arms"]) == set(S.ARMS)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nmodel = "tiny"\nroundz = 3\n')
+    with pytest.raises(ValueError, match="roundz"):
+        S.load_config(str(bad))
+    bad.write_text('name = "x"\nmodel = "tiny"\nrounds = "3"\n')
+    with pytest.raises(TypeError, match="'rounds' must be a int"):
+        S.load_config(str(bad))
+    bad.write_text('name = "x"\nmodel = "tiny"\nrounds = 0\n')
+    with pytest.raises(ValueError, match="'rounds' must be >= 1"):
+        S.load_config(str(bad))
+    bad.write_text('name = "x"\nmodel = "tiny"\narms = ["gpo", "ppo"]\n')
+    with pytest.raises(ValueError, match="arms"):
+        S.load_config(str(bad))
+    bad.write_text('name = "x"\n')
+    with pytest.raises(ValueError, match="must set 'model'"):
+        S.load_config(str(bad))
+    with pytest.raises(ValueError, match="--config"):
+        S.load_config(str(tmp_path / "nope.toml"))
+    with pytest.raises(SystemExit):
+        X.parse(["--shard", "2/2"])
+
+
+def test_fixed_prompts_is_the_identity_and_frozen_never_moves():
+    from backends.hf import HFPolicy
+    from backends.tiny import tiny_llama, train_tokenizer
+    from gpo_core.protocols import Experience, MirrorStep
+
+    fixed = S.FixedPrompts()
+    s = fixed.sample(["a b", "c"], 2, np.random.default_rng(0))
+    assert list(s.outputs) == ["a b", "a b", "c", "c"] and np.allclose(s.weights, 0.5)
+    assert fixed.update(None, None) == {}
+    tok = train_tokenizer()
+    policy = HFPolicy(tiny_llama(tok, 16, 1, heads=2), tok)
+    frozen = S.Frozen(policy)
+    before = {k: v.clone() for k, v in policy.snapshot().items()}
+    exp = Experience(["x", "x"], ["yes", "no"], np.array([1.0, 0.0]), np.ones(2))
+    assert frozen.update(exp, MirrorStep(eta=5.0)) == {}
+    assert all((policy.snapshot()[k] == v).all() for k, v in before.items())
+    policy.update(exp, MirrorStep(eta=5.0))  # the wrapped policy itself does move
+    assert any((policy.snapshot()[k] != v).any() for k, v in before.items())
+
+
+def test_mean_ci():
+    s = E.mean_ci([0.1, 0.2, 0.3])
+    assert s["mean"] == pytest.approx(0.2) and s["n"] == 3
+    assert s["ci"][0] == pytest.approx(0.2 - 4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+    one = E.mean_ci([0.5, math.nan])
+    assert one["n"] == 1 and math.isnan(one["ci"][0])
+
+
+def test_embed_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{E.README_START}\nold\n{E.README_END}\ntail\n")
+    E.embed_readme(str(readme), "| new |")
+    assert readme.read_text() == f"# x\n{E.README_START}\n| new |\n{E.README_END}\ntail\n"
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        E.embed_readme(str(readme), "t")
