@@ -29,7 +29,6 @@ and ``transformers`` are imported only by :class:`SequenceClassifierReward`, and
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import os
 import string
@@ -40,6 +39,8 @@ import numpy as np
 from backends.diversity import _as_texts, tokenize
 from gpo_core._validate import check_nonnegative, check_positive_int, short
 from gpo_core.protocols import RewardModel
+from gpo_core.rollout import check_scores as _check_scores
+from gpo_core.rollout import checked_rewards
 
 __all__ = [
     "checked_scores",
@@ -86,51 +87,6 @@ def _check_pairs(prompts: Any, responses: Any) -> tuple[list[str], list[str]]:
     return prompts, responses
 
 
-def _to_numpy(raw: Any, who: str) -> np.ndarray:
-    if hasattr(raw, "detach") and hasattr(raw, "cpu"):  # a torch tensor, maybe on a GPU / in bf16
-        tensor = raw.detach().cpu()
-        if tensor.is_floating_point():
-            tensor = tensor.double()
-        raw = tensor.numpy()
-    try:
-        return np.asarray(raw)
-    except Exception as exc:  # ragged lists, exotic objects
-        raise TypeError(
-            f"{who} returned {short(raw)}, which is not convertible to a numeric array ({exc}); "
-            "return a list or 1-d array of floats"
-        ) from exc
-
-
-def _check_scores(
-    raw: Any, who: str, prompts: list[str], responses: list[str], what: str = "scores"
-) -> np.ndarray:
-    """``raw`` as a float64 ``(N,)`` array of finite values, or an error naming ``who``."""
-    n = len(prompts)
-    arr = _to_numpy(raw, who)
-    if arr.dtype == object or arr.dtype.kind not in "iuf":
-        raise TypeError(
-            f"{who} returned dtype {arr.dtype} ({short(raw)}); it must return real numbers "
-            "(int or float), one per (prompt, response) pair"
-        )
-    if arr.ndim != 1:
-        raise ValueError(
-            f"{who} returned an array of shape {arr.shape} for {n} pairs; it must return a flat "
-            f"sequence of {n} {what} (e.g. .reshape(-1) a (N, 1) output)"
-        )
-    if arr.shape[0] != n:
-        raise ValueError(f"{who} returned {arr.shape[0]} {what} for {n} pairs")
-    arr = arr.astype(np.float64)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        kind = "NaN" if math.isnan(arr[i]) else repr(float(arr[i]))
-        raise ValueError(
-            f"{who} returned {kind} for pair {i} (prompt={short(prompts[i], 60)}, "
-            f"response={short(responses[i], 60)}); rewards must be finite"
-        )
-    return arr
-
-
 def checked_scores(
     model: RewardModel, prompts: Sequence[str], responses: Sequence[str]
 ) -> np.ndarray:
@@ -170,8 +126,7 @@ def checked_scores(
             f"method), got {short(model)}; wrap a plain function in CallableReward"
         )
     prompts, responses = _check_pairs(prompts, responses)
-    raw = model.score(list(prompts), list(responses))
-    return _check_scores(raw, f"reward model {short(model)}", prompts, responses)
+    return checked_rewards(model, prompts, responses)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ Every training update of :func:`gpo_core.alignment.run_game` and every best-resp
 from __future__ import annotations
 
 import hashlib
+import math
 import inspect
 import warnings
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -26,32 +27,59 @@ import numpy as np
 from gpo_core._validate import short
 from gpo_core.protocols import Experience, Policy, RewardModel, Samples
 
-__all__ = ["checked_rewards"]
+__all__ = ["checked_rewards", "check_scores"]
+
+
+def _to_numpy(raw: Any, who: str) -> np.ndarray:
+    if hasattr(raw, "detach") and hasattr(raw, "cpu"):  # a torch tensor, maybe on a GPU / in bf16
+        tensor = raw.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.double()
+        raw = tensor.numpy()
+    try:
+        return np.asarray(raw)
+    except Exception as exc:  # ragged lists, exotic objects
+        raise TypeError(
+            f"{who} returned {short(raw)}, which is not convertible to a numeric array ({exc}); "
+            "return a list or 1-d array of floats"
+        ) from exc
+
+
+def check_scores(
+    raw: Any, who: str, prompts: list[str], responses: list[str], what: str = "scores"
+) -> np.ndarray:
+    """``raw`` as a float64 ``(N,)`` array of finite values, or an error naming ``who``."""
+    n = len(prompts)
+    arr = _to_numpy(raw, who)
+    if arr.dtype == object or arr.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{who} returned dtype {arr.dtype} ({short(raw)}); it must return real numbers "
+            "(int or float), one per (prompt, response) pair"
+        )
+    if arr.ndim != 1:
+        raise ValueError(
+            f"{who} returned an array of shape {arr.shape} for {n} pairs; it must return a flat "
+            f"sequence of {n} {what} (e.g. .reshape(-1) a (N, 1) output)"
+        )
+    if arr.shape[0] != n:
+        raise ValueError(f"{who} returned {arr.shape[0]} {what} for {n} pairs")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        kind = "NaN" if math.isnan(arr[i]) else repr(float(arr[i]))
+        raise ValueError(
+            f"{who} returned {kind} for pair {i} (prompt={short(prompts[i], 60)}, "
+            f"response={short(responses[i], 60)}); rewards must be finite"
+        )
+    return arr
 
 
 def checked_rewards(model: RewardModel, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-    """Call ``model.score`` and check it returned one finite float per pair, naming the model."""
-    scores = model.score(list(prompts), list(responses))
-    try:
-        arr = np.asarray(scores, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"reward model {short(model)} returned {short(scores)}, not numbers; "
-            "score() must return one float per (prompt, response) pair"
-        ) from exc
-    if arr.shape[0] != len(prompts):
-        raise ValueError(
-            f"reward model {short(model)} returned {arr.shape[0]} scores for {len(prompts)} "
-            "(prompt, response) pairs; score() must return exactly one float per pair"
-        )
-    bad = np.flatnonzero(~np.isfinite(arr))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(
-            f"reward model {short(model)} returned {arr[i]} for pair {i} "
-            f"(prompt {short(prompts[i], 60)}); rewards must be finite"
-        )
-    return arr
+    """Call ``model.score`` and check it returned one finite float per pair, naming the model
+    (lists, numpy arrays and tensors on any device are accepted; a fresh float64 array returns)."""
+    raw = model.score(list(prompts), list(responses))
+    return check_scores(raw, f"reward model {short(model)}", list(prompts), list(responses))
 
 
 class Rollout(NamedTuple):

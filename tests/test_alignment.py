@@ -207,9 +207,9 @@ class _BadReward:
 @pytest.mark.parametrize(
     "out, match",
     [
-        (lambda n: np.full(n, np.nan), "BadReward.*returned nan for pair 0"),
+        (lambda n: np.full(n, np.nan), "BadReward.*returned NaN for pair 0"),
         (lambda n: np.zeros(n + 1), "returned .* scores for .* pairs"),
-        (lambda n: ["a"] * n, "not numbers"),
+        (lambda n: ["a"] * n, "must return real numbers"),
     ],
 )
 def test_bad_reward_model_is_named(out, match):
