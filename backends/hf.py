@@ -4,12 +4,14 @@ The policy is the LM's own conditional distribution over outputs, read as string
 
 .. math::
     \pi(y\mid c) = \prod_{j=1}^{|y|} p_\theta(y_j \mid x, y_{<j})
-                   \cdot p_\theta(\texttt{eos}\mid x, y)^{[\,|y| < m\,]},
+                   \cdot \Big(\sum_{s\in S} p_\theta(s\mid x, y)\Big)^{[\,|y| < m\,]},
 
 where :math:`x` is the tokenised prompt (the context passed through the template), :math:`y` the
-output's tokens and :math:`m` = ``generation.max_new_tokens``: an output that stopped by itself
-carries the end-of-sequence term, one cut at :math:`m` tokens does not. Special tokens other than
-eos (pad, bos, added chat markers, ids past the tokenizer's vocabulary) are excluded from
+output's tokens, :math:`m` = ``generation.max_new_tokens`` and :math:`S` the stop ids (the
+tokenizer's eos, the model's ``generation_config.eos_token_id``, an int or a list, and
+``stop_token_ids``): an output that stopped by itself carries the end term (any stop id ends it
+with the same text), one cut at :math:`m` tokens does not. Special tokens other than the stops
+(pad, bos, added chat markers, ids past the tokenizer's vocabulary) are excluded from
 :math:`p_\theta` (their logits are :math:`-\infty`), so decoding with the special tokens stripped
 loses nothing. With the default generation settings (temperature 1, ``top_p`` 1, no repetition
 penalty) :meth:`HFPolicy.log_prob` is exactly the log-probability that :meth:`HFPolicy.sample`
@@ -111,7 +113,8 @@ class HFPolicy(_snap.Snapshots):
         max_grad_norm: clip the gradient to this norm before each AdamW step; ``None``: no
             clipping.
         fresh_optimizer: start each :meth:`update` with a fresh optimiser (default; see the
-            module docstring) instead of carrying AdamW's moments across calls (``"adam"`` only).
+            :mod:`backends.hf_update`) instead of carrying AdamW's moments across calls (``"adam"``
+            only).
         grad_sync: called with the trainable parameters after each backward pass and before
             clipping, e.g. :meth:`backends.distributed.TorchComm.average_gradients` to train
             data-parallel (every rank then takes the same step). Needs ``value_sync``.
@@ -120,6 +123,9 @@ class HFPolicy(_snap.Snapshots):
             residual and takes the same line-search and stopping decisions.
         weight_decay: AdamW's decoupled weight decay. The default 0 keeps the fixed point of the
             update exactly the target; decay pulls the weights toward 0 instead.
+        stop_token_ids: ids that end an output besides the tokenizer's eos and the model's
+            ``generation_config.eos_token_id`` (an int or a list; e.g. Llama 3's ``<|eot_id|>``
+            is listed there): any of them ends a row (module docstring).
         name: how errors and ``repr`` name this policy (``"defender"``, ``"adversary"``).
 
     Raises:
@@ -163,10 +169,12 @@ class HFPolicy(_snap.Snapshots):
         fresh_optimizer: bool = True,
         grad_sync: Callable[[Sequence[torch.nn.Parameter]], None] | None = None,
         value_sync: Callable[[Mapping[str, float]], Mapping[str, float]] | None = None,
+        stop_token_ids: int | Sequence[int] | None = None,
         name: str = "policy",
     ) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty string, got {short(name)}")
+        # every argument but the model and the tokenizer, by name
         args = {k: v for k, v in locals().items() if k not in ("self", "model", "tokenizer")}
         parts = build(model, tokenizer, **args)
         self._name, self._tokenizer, self._generation = name, tokenizer, generation

@@ -63,6 +63,17 @@ def _check_sync(grad_sync: Any, value_sync: Any, name: str) -> None:
         )
 
 
+def _stop_ids(model: Any, eos_id: int | None, stop_token_ids: Any, tok_len: int) -> list[int]:
+    """The ids that end an output: the tokenizer's eos, the model's
+    ``generation_config.eos_token_id`` (an int or a list: chat models list their end-of-turn
+    token there) and ``stop_token_ids``."""
+    base = model.get_base_model() if _chk.is_peft(model) else model
+    listed = getattr(getattr(base, "generation_config", None), "eos_token_id", None)
+    ids = _chk.check_token_ids(listed, "generation_config.eos_token_id", tok_len)
+    ids += _chk.check_token_ids(stop_token_ids, "stop_token_ids", tok_len)
+    return sorted(set(ids) | ({eos_id} if eos_id is not None else set()))
+
+
 def _wrap_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
     import peft  # noqa: PLC0415  (optional dependency, only imported on use)
 
@@ -80,7 +91,7 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
           max_fit_steps: Any, inner_steps: Any, micro_batch_size: Any, device: Any, dtype: Any,
           peft_config: Any, reference: Any, truncate_prompts: Any, max_prompt_tokens: Any,
           max_grad_norm: Any, weight_decay: Any, fresh_optimizer: Any, grad_sync: Any,
-          value_sync: Any) -> Parts:
+          value_sync: Any, stop_token_ids: Any) -> Parts:
     """Check the arguments of :class:`backends.hf.HFPolicy` (same names), then build its parts.
 
     Raises:
@@ -122,7 +133,7 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
     eos_id = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     tok_len = len(tokenizer)
-    stop_ids = [] if eos_id is None else [eos_id]
+    stop_ids = _stop_ids(model, eos_id, stop_token_ids, tok_len)
     excluded = sorted(set(tokenizer.all_special_ids) - set(stop_ids))
     torch_dtype = _chk.check_dtype(dtype)
     dev = _chk.check_device(device, model)
@@ -154,7 +165,8 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
         )
     encoder = Encoder(
         tokenizer, template, max_new_tokens=generation.max_new_tokens, budget=budget,
-        context_len=context_len, truncate=truncate, stop_id=stop_ids[0] if stop_ids else None,
+        context_len=context_len, truncate=truncate,
+        stop_id=eos_id if eos_id in stop_ids else (stop_ids[0] if stop_ids else None),
         forbidden=set(excluded) | set(stop_ids), vocab=tok_len, name=name,
     )
     scorer = Scorer(model, device=dev, pad_id=pad_id, excluded=excluded, vocab=tok_len,
