@@ -14,7 +14,7 @@ import numpy as np
 
 from gpo_core._validate import check_positive_int, short
 
-__all__ = ["_as_texts", "_as_ngrams", "_check_choice", "_history_list", "_Prefix"]
+__all__ = ["_as_texts", "_as_ngrams", "_check_choice", "_check_pairs", "_history_list", "_Prefix"]
 
 
 def _as_texts(value: Any, name: str, *, allow_empty: bool = True, start: int = 0) -> list[str]:
@@ -108,3 +108,14 @@ class _Prefix:
             self.texts = list(new)
         else:
             self.texts.extend(new)
+
+
+def _check_pairs(prompts: Any, responses: Any) -> tuple[list[str], list[str]]:
+    prompts = _as_texts(prompts, "prompts")
+    responses = _as_texts(responses, "responses")
+    if len(prompts) != len(responses):
+        raise ValueError(
+            f"prompts and responses must pair up one to one, got {len(prompts)} prompts and "
+            f"{len(responses)} responses"
+        )
+    return prompts, responses
