@@ -31,7 +31,7 @@ import numpy as np
 from backends.evaluate import _apply_snapshot, generate, load_model
 from gpo_core._validate import short
 
-__all__ = ["export", "load_mixture", "MixtureModel"]
+__all__ = ["export", "load_mixture", "MixtureModel", "plain_copy"]
 
 MIXTURE = "mixture.json"
 
@@ -86,23 +86,30 @@ def _check(model: str, out: str, player: str, iterate: Any, merge: Any) -> str |
     return iterate
 
 
-def _save(model: Any, tokenizer: Any, folder: str, merge: bool) -> None:
+def plain_copy(model: Any) -> Any:
+    """A plain float copy of a model loaded from GGUF (which refuses ``save_pretrained`` and
+    training): the same class and weights, without the quantisation record."""
+    import copy  # noqa: PLC0415
+
     import torch  # noqa: PLC0415
 
+    config = copy.deepcopy(model.config)
+    for key in ("quantization_config", "gguf_file"):
+        if hasattr(config, key):
+            delattr(config, key)
+    plain = type(model)(config)
+    with torch.no_grad():
+        plain.load_state_dict(model.state_dict())
+    return plain.eval()
+
+
+def _save(model: Any, tokenizer: Any, folder: str, merge: bool) -> None:
     if merge and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     try:
         model.save_pretrained(folder, safe_serialization=True)
     except (TypeError, ValueError, NotImplementedError, RuntimeError):
-        # a model loaded from GGUF refuses save_pretrained: copy it into a plain one first
-        config = model.config
-        for key in ("quantization_config", "gguf_file"):
-            if hasattr(config, key):
-                delattr(config, key)
-        plain = type(model)(config)
-        with torch.no_grad():
-            plain.load_state_dict(model.state_dict())
-        plain.save_pretrained(folder, safe_serialization=True)
+        plain_copy(model).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 
 

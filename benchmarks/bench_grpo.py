@@ -43,8 +43,10 @@ def _model(kind: str):
     from peft import LoraConfig
 
     from backends.evaluate import load_model
+    from backends.export import plain_copy
 
     model, tok = load_model("smollm2")
+    model = plain_copy(model)  # TRL refuses to train a model that records a GGUF quantisation
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
