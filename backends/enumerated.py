@@ -34,7 +34,7 @@ from gpo_core.protocols import Experience, MirrorStep, Samples
 from backends.hf import GenerationSettings, HFPolicy
 from backends.tabular import TableReward
 
-__all__ = ["EnumeratedPolicy", "completion_space", "lm_matrix_game_players"]
+__all__ = ["EnumeratedPolicy", "completion_space", "iterate_probabilities", "lm_matrix_game_players"]
 
 
 def completion_space(policy: HFPolicy) -> list[str]:
@@ -152,6 +152,20 @@ class EnumeratedPolicy:
     def describe(self) -> str:
         """What defines this player (recorded with checkpoints)."""
         return f"EnumeratedPolicy({self.policy.describe()}, context_free={self.context_free})"
+
+
+def iterate_probabilities(player: EnumeratedPolicy, snapshots: Sequence[Any],
+                          context: str = "") -> list[np.ndarray]:
+    """The exact distribution of each snapshot (e.g. a run's iterates); the player is put back."""
+    current = player.snapshot()
+    try:
+        out = []
+        for snap in snapshots:
+            player.restore(snap)
+            out.append(player.probabilities(context))
+        return out
+    finally:
+        player.restore(current)
 
 
 def lm_matrix_game_players(

@@ -34,18 +34,6 @@ RUNS = {
 }
 
 
-def _probs(player, snapshots):
-    current = player.snapshot()
-    try:
-        out = []
-        for snap in snapshots:
-            player.restore(snap)
-            out.append(player.probabilities())
-        return out
-    finally:
-        player.restore(current)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", "--steps", dest="rounds", type=int, default=30)
@@ -62,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     import gpo_core as gc
-    from backends.enumerated import lm_matrix_game_players
+    from backends.enumerated import iterate_probabilities, lm_matrix_game_players
     from gpo_core._io import atomic_path
     from gpo_core.alignment import GameConfig, run_game
 
@@ -80,8 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # the 4-step run never converges
             res = run_game(d, a, r, config)
-        pis = _probs(d, res.defender_iterates) + [d.probabilities()]
-        mus = _probs(a, res.adversary_iterates) + [a.probabilities()]
+        pis = iterate_probabilities(d, res.defender_iterates) + [d.probabilities()]
+        mus = iterate_probabilities(a, res.adversary_iterates) + [a.probabilities()]
         # play's iterates from the same start, by the core's own step
         lx, ly = np.log(x0), np.log(y0)
         tv = [0.0]

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import gpo_core as gc
-from backends.enumerated import lm_matrix_game_players
+from backends.enumerated import iterate_probabilities, lm_matrix_game_players
 from gpo_core.alignment import GameConfig, estimate_gap, run_game
 from gpo_core.protocols import Experience, MirrorStep
 
@@ -38,18 +38,6 @@ def _tv(p: np.ndarray, q: np.ndarray) -> float:
 
 def _kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p * (np.log(p) - np.log(q))))
-
-
-def _iterate_probs(player, snapshots) -> list[np.ndarray]:
-    current = player.snapshot()
-    try:
-        out = []
-        for snap in snapshots:
-            player.restore(snap)
-            out.append(player.probabilities())
-        return out
-    finally:
-        player.restore(current)
 
 
 def _play_iterates(game, x0, y0, eta, rounds):
@@ -76,8 +64,8 @@ def test_transformers_track_plays_hedge_iterates_within_the_fit_bound(objective)
                                        conditional_adversary=False, defender_eta=eta,
                                        adversary_eta=eta))
     xs, ys = _play_iterates(game, x0, y0, eta, rounds)
-    pis = _iterate_probs(d, res.defender_iterates) + [d.probabilities()]
-    mus = _iterate_probs(a, res.adversary_iterates) + [a.probabilities()]
+    pis = iterate_probabilities(d, res.defender_iterates) + [d.probabilities()]
+    mus = iterate_probabilities(a, res.adversary_iterates) + [a.probabilities()]
     width = game.payoff_range
     big_d = big_e = 0.0
     bounds = [0.0]
