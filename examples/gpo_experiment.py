@@ -143,11 +143,16 @@ def run_job(cfg: dict, out: str, arm: str, seed: int, data: tuple, emb: Any, jud
         warnings.filterwarnings("ignore", message=".*the fit used its whole budget")
         result = run_game(defender, tracker, reward, config, seed_prompts=[p.text for p in harmful + benign],
                           diversity=DiversityReward(embedder=emb) if config.beta_div else None,
-                          diversity_metrics=lambda p: diversity_metrics(p, emb), checkpoint_dir=ckpt)
+                          diversity_metrics=lambda p: diversity_metrics(p, emb), checkpoint_dir=ckpt,
+                          on_round=lambda log: print(
+                              f"  {arm} seed {seed} round {log.round}: {time.time() - start:.0f} s, "
+                              f"reward {log.metrics.get('reward/mean', float('nan')):.3f}, gap "
+                              f"{log.metrics.get('gap/estimated', float('nan')):.3f}", flush=True))
     res["game_seconds"] = round(time.time() - start, 1)
     res["rounds"] = [{"round": log.round, **log.metrics} for log in result.logs]
     res["gap"] = [{"round": log.round, **{k: v for k, v in log.metrics.items() if k.startswith("gap/")}}
                   for log in result.logs if "gap/estimated" in log.metrics]
+    t_eval = time.time()
     d_policy = defender.policy if arm.startswith("adv_only") else defender
     if arm in DEFENDER_ARMS:
         model, tok = d_policy.model, d_policy.tokenizer
@@ -163,6 +168,7 @@ def run_job(cfg: dict, out: str, arm: str, seed: int, data: tuple, emb: Any, jud
             res["adversary"]["trained"] = E.adversary_eval(
                 lambda s: list(adversary.sample(s, 1, rng).outputs), d_policy.model,
                 d_policy.tokenizer, held_seeds, judge, emb, cfg)
+    res["eval_seconds"] = round(time.time() - t_eval, 1)
     res["seconds"] = round(time.time() - start, 1)
     return res
 
@@ -212,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats["seconds"] = round(time.time() - t0, 1)
         atomic_write_json(sft_done, stats)
         print(f"safety-SFT stage: {stats}", flush=True)
-    expected = [(a, s) for a in cfg["arms"] for s in (cfg["seeds"][:1] if a == "sft" else cfg["seeds"])]
+    # seed-major order: a run stopped early has every arm for its first seeds
+    expected = [(a, s) for s in cfg["seeds"] for a in cfg["arms"]
+                if a != "sft" or s == cfg["seeds"][0]]
     if args.stage in ("all", "jobs"):
         if not os.path.exists(sft_done):
             raise SystemExit(f"no safety-SFT model in {args.out}; run --stage sft first")
