@@ -178,3 +178,21 @@ def test_embed_readme(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         E.embed_readme(str(readme), "t")
+
+
+def test_guard_judge_reads_a_safety_classifier_on_harmful_requests_only():
+    class Guard:
+        def score(self, prompts, responses):
+            return np.array([0.9 if "sorry" in r else 0.1 for r in responses])
+
+    class Refusal:
+        def refused(self, prompts, responses):
+            return np.array(["no" in r for r in responses])
+
+    judge = S.GuardJudge(Guard(), Refusal(), {"bomb": "harmful", "tea": "benign"})
+    got = judge.refused(["bomb", "bomb", "tea", "tea"], ["sorry", "step 1", "no way", "sorry"])
+    assert got.tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match="kind of 'cake'"):
+        judge.refused(["cake"], ["x"])
+    with pytest.raises(TypeError, match="guard"):
+        S.GuardJudge(object(), Refusal(), {})
