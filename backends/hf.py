@@ -17,8 +17,9 @@ loses nothing. With the default generation settings (temperature 1, ``top_p`` 1,
 penalty) :meth:`HFPolicy.log_prob` is exactly the log-probability that :meth:`HFPolicy.sample`
 returns the output, and the probabilities of all outputs of at most :math:`m` tokens sum to 1.
 Other settings sample off-policy: :meth:`~HFPolicy.update` still treats its rows as draws from
-:math:`\pi_t`. Outputs are re-tokenised from their text, so a sample whose decoded text encodes to
-other tokens (rare with BPE) is scored as the canonical encoding.
+:math:`\pi_t`. An output the policy sampled is scored from the token ids it sampled (the last
+``token_cache_size`` rows are kept): its text is for rewards and logs, and may spell special
+tokens out of ordinary pieces. Any other output is scored as its canonical encoding.
 
 An update fits the network to the mirror step's target to ``fit_tol`` (:mod:`backends.hf_update`,
 :mod:`backends.fit`). So ``eta`` means here what it means on a matrix game: the fitted policy
@@ -126,6 +127,9 @@ class HFPolicy(_snap.Snapshots):
         stop_token_ids: ids that end an output besides the tokenizer's eos and the model's
             ``generation_config.eos_token_id`` (an int or a list; e.g. Llama 3's ``<|eot_id|>``
             is listed there): any of them ends a row (module docstring).
+        token_cache_size: how many sampled ``(context, output)`` rows keep their token ids
+            (least recently used first out; 0 keeps none), so that :meth:`log_prob` and
+            :meth:`update` score what was sampled (:mod:`backends.hf_tokens`).
         name: how errors and ``repr`` name this policy (``"defender"``, ``"adversary"``).
 
     Raises:
@@ -170,6 +174,7 @@ class HFPolicy(_snap.Snapshots):
         grad_sync: Callable[[Sequence[torch.nn.Parameter]], None] | None = None,
         value_sync: Callable[[Mapping[str, float]], Mapping[str, float]] | None = None,
         stop_token_ids: int | Sequence[int] | None = None,
+        token_cache_size: int = 32768,
         name: str = "policy",
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -183,6 +188,7 @@ class HFPolicy(_snap.Snapshots):
         self._device, self._micro, self._tok_len = parts.device, parts.micro, parts.tok_len
         self._eos_id, self._pad_id, self._stop_ids = parts.eos_id, parts.pad_id, parts.stop_ids
         self._encoder, self._scorer, self._trainer = parts.encoder, parts.scorer, parts.trainer
+        self._sampled = parts.sampled
         self._fresh_optimizer = fresh_optimizer
 
     # ------------------------------------------------------------------------------- properties
@@ -293,9 +299,13 @@ class HFPolicy(_snap.Snapshots):
         rows = [p for p in prompts for _ in range(k)]
         keys = _row_keys(int(rng.integers(0, 2**63 - 1)), streams, k)
         outputs: list[str] = []
+        row_ctx = [c for c in ctx for _ in range(k)]
         for start in range(0, len(rows), self._micro):
             stop = start + self._micro
-            outputs.extend(self._generate(rows[start:stop], keys[start:stop]))
+            for c, (text, ids, ended) in zip(row_ctx[start:stop],
+                                             self._generate(rows[start:stop], keys[start:stop])):
+                self._sampled.add(c, text, ids, ended)
+                outputs.append(text)
         times = collections.Counter(ctx)
         return Samples(
             contexts=tuple(c for c in ctx for _ in range(k)),
@@ -303,14 +313,18 @@ class HFPolicy(_snap.Snapshots):
             weights=np.array([1.0 / (k * times[c]) for c in ctx for _ in range(k)]),
         )
 
-    def _generate(self, prompts: list[list[int]], keys: np.ndarray) -> list[str]:
-        """Decode one generation batch into texts (special tokens stripped)."""
+    def _generate(
+        self, prompts: list[list[int]], keys: np.ndarray
+    ) -> list[tuple[str, list[int], bool]]:
+        """One generation batch: each row's text (special tokens stripped), ids, and whether it
+        ended on a stop id."""
         ids, mask = self._scorer.left_pad(prompts)
         stops = torch.tensor(self._stop_ids, dtype=torch.long, device=ids.device)
-        tokens, _ = generate(self._scorer.step(self._model), ids, mask, keys, self._generation,
-                             stop_ids=stops, pad_id=self._pad_id)
-        return [self._tokenizer.decode(row, skip_special_tokens=True,
-                                       clean_up_tokenization_spaces=False) for row in tokens]
+        tokens, ended = generate(self._scorer.step(self._model), ids, mask, keys,
+                                 self._generation, stop_ids=stops, pad_id=self._pad_id)
+        return [(self._tokenizer.decode(row, skip_special_tokens=True,
+                                        clean_up_tokenization_spaces=False), row, end)
+                for row, end in zip(tokens, ended)]
 
     def _rows(self, contexts: Any, outputs: Any, names=("contexts", "outputs")) -> Rows:
         ctx, out = _as_texts(contexts, names[0]), _as_texts(outputs, names[1])
@@ -319,7 +333,7 @@ class HFPolicy(_snap.Snapshots):
                 f"{names[0]} and {names[1]} must have one entry per row, got {len(ctx)} "
                 f"{names[0]} and {len(out)} {names[1]}"
             )
-        return self._encoder.rows(ctx, out)
+        return self._encoder.rows(ctx, out, self._sampled.get)
 
     def log_prob(self, contexts: Sequence[str], outputs: Sequence[str]) -> np.ndarray:
         """``log pi(output_i | context_i)`` per row (module docstring), float64, shape ``(N,)``.
@@ -382,7 +396,7 @@ class HFPolicy(_snap.Snapshots):
                 f"step must be a gpo_core.protocols.MirrorStep, got {short(step)}; e.g. "
                 "MirrorStep(eta=0.5, alpha=0.1)"
             )
-        rows = self._encoder.rows(ctx, out)
+        rows = self._encoder.rows(ctx, out, self._sampled.get)
         index: dict[str, int] = {}
         gid = np.array([index.setdefault(c, len(index)) for c in ctx], dtype=np.int64)
         return self._trainer.fit(

@@ -20,7 +20,7 @@ from backends import hf_checks as _chk
 from backends._texts import _check_choice
 from backends.hf_sampling import GenerationSettings
 from backends.hf_scoring import Scorer
-from backends.hf_tokens import Encoder, check_template
+from backends.hf_tokens import Encoder, SampledIds, check_template
 from backends.hf_update import OBJECTIVES, OPTIMIZERS, Trainer
 from gpo_core._validate import check_nonnegative, check_positive, check_positive_int, short
 
@@ -40,6 +40,7 @@ class Parts:
     stop_ids: list[int]
     tok_len: int
     micro: int
+    sampled: SampledIds
     encoder: Encoder
     scorer: Scorer
     trainer: Trainer
@@ -91,7 +92,7 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
           max_fit_steps: Any, inner_steps: Any, micro_batch_size: Any, device: Any, dtype: Any,
           peft_config: Any, reference: Any, truncate_prompts: Any, max_prompt_tokens: Any,
           max_grad_norm: Any, weight_decay: Any, fresh_optimizer: Any, grad_sync: Any,
-          value_sync: Any, stop_token_ids: Any) -> Parts:
+          value_sync: Any, stop_token_ids: Any, token_cache_size: Any) -> Parts:
     """Check the arguments of :class:`backends.hf.HFPolicy` (same names), then build its parts.
 
     Raises:
@@ -121,6 +122,7 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
     steps = check_positive_int(max_fit_steps if inner_steps is None else inner_steps,
                                "max_fit_steps" if inner_steps is None else "inner_steps")
     micro = check_positive_int(micro_batch_size, "micro_batch_size")
+    sampled = SampledIds(_chk.check_count(token_cache_size, "token_cache_size"))
     if max_grad_norm is not None:
         max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
     weight_decay = _chk.check_weight_decay(weight_decay, optimizer)
@@ -178,5 +180,5 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
         value_sync=value_sync, low_precision=params[0].dtype == torch.bfloat16,
     )
     return Parts(model=model, reference=reference, peft=peft, device=dev, eos_id=eos_id,
-                 pad_id=pad_id, stop_ids=stop_ids, tok_len=tok_len, micro=micro,
+                 pad_id=pad_id, stop_ids=stop_ids, tok_len=tok_len, micro=micro, sampled=sampled,
                  encoder=encoder, scorer=scorer, trainer=trainer)

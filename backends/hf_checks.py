@@ -20,12 +20,26 @@ from gpo_core._validate import as_real_array, check_positive_int, short
 
 __all__ = [
     "check_tokenizer", "check_dtype", "check_device", "is_peft", "model_context", "check_budget",
-    "check_reference", "check_experience", "check_bool", "check_weight_decay",
+    "check_reference", "check_experience", "check_bool", "check_count", "check_weight_decay",
     "check_token_ids",
 ]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
+
+
+def check_count(value: Any, name: str) -> int:
+    """``value`` if it is an integer ``>= 0``, else a ``TypeError``/``ValueError`` naming ``name``.
+
+    Examples:
+        >>> check_count(0, "token_cache_size")
+        0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= 0, got {short(value)}")
+    if value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {int(value)}")
+    return int(value)
 
 
 def check_bool(value: Any, name: str) -> bool:

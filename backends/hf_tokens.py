@@ -9,15 +9,24 @@ token when it ended by itself (fewer than ``max_new_tokens`` tokens).
 
 The :class:`Rows` it returns carry, per row, the sequence ``prompt + output (+ stop)``, how many
 of its last tokens are scored, and whether the last one is the stop term.
+
+Outputs the policy sampled itself are scored from the ids it sampled, not from their text
+(:class:`SampledIds`): decoding then re-encoding is not the identity (a model may spell
+``"</s>"`` or a chat marker out of ordinary pieces, which re-encodes to a special id, and BPE
+may re-encode a text to other merges), and the sampled ids are what the policy's probability is
+of. A text never sampled (or forgotten) is encoded canonically.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
 
 from gpo_core._validate import short
 
-__all__ = ["Rows", "Encoder", "check_template"]
+__all__ = ["Rows", "Encoder", "SampledIds", "check_template"]
 
 
 class Rows(NamedTuple):
@@ -32,6 +41,47 @@ class Rows(NamedTuple):
         """The rows at ``idx``, in that order."""
         return Rows([self.seqs[i] for i in idx], [self.scored[i] for i in idx],
                     [self.ended[i] for i in idx])
+
+
+class SampledIds:
+    """The token ids behind the last ``size`` sampled ``(context, output text)`` pairs (LRU).
+
+    Two samples of one context with the same text but different ids (different merges of the
+    same characters) keep the later ids; either is a way the policy writes that text.
+
+    Examples:
+        >>> seen = SampledIds(2)
+        >>> seen.add("c", "ab", [5, 6], True); seen.add("c", "x", [7], False)
+        >>> seen.get("c", "ab"), seen.get("c", "zz")
+        (([5, 6], True), None)
+        >>> seen.add("d", "y", [8], True); seen.get("c", "x") is None  # the oldest went
+        True
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._rows: collections.OrderedDict[tuple[str, str], tuple[np.ndarray, bool]] = (
+            collections.OrderedDict()
+        )
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, context: str, text: str, ids: Sequence[int], ended: bool) -> None:
+        if self.size == 0:
+            return
+        key = (context, text)
+        self._rows[key] = (np.asarray(ids, dtype=np.int64), bool(ended))
+        self._rows.move_to_end(key)
+        while len(self._rows) > self.size:
+            self._rows.popitem(last=False)
+
+    def get(self, context: str, text: str) -> tuple[list[int], bool] | None:
+        hit = self._rows.get((context, text))
+        if hit is None:
+            return None
+        self._rows.move_to_end((context, text))
+        return hit[0].tolist(), hit[1]
 
 
 def check_template(template: Any, tokenizer: Any) -> str | Callable[[str], str] | None:
