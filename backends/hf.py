@@ -96,7 +96,10 @@ class HFPolicy(_snap.Snapshots):
         fit_atol: ... or at most this in absolute terms (float32 log-probabilities floor).
         max_fit_steps: the budget of gradient evaluations per :meth:`update` (a safety net).
         inner_steps: the old name of ``max_fit_steps`` (kept for existing configs).
-        micro_batch_size: rows per forward pass, for sampling, scoring and training.
+        micro_batch_size: rows per scoring and training forward; an update's gradient is
+            accumulated over its micro-batches (exactly that of one batch).
+        generation_batch_size: rows per sampling batch (``None``: ``micro_batch_size``);
+            sampling keeps no activations for a backward, so it can take more.
         device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``...); ``None`` keeps the
             model's device.
         dtype: ``"float32"`` or ``"bfloat16"`` for the weights (log-probabilities are always
@@ -162,6 +165,7 @@ class HFPolicy(_snap.Snapshots):
         max_fit_steps: int = 50,
         inner_steps: int | None = None,
         micro_batch_size: int = 16,
+        generation_batch_size: int | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         peft_config: Any = None,
@@ -188,7 +192,7 @@ class HFPolicy(_snap.Snapshots):
         self._device, self._micro, self._tok_len = parts.device, parts.micro, parts.tok_len
         self._eos_id, self._pad_id, self._stop_ids = parts.eos_id, parts.pad_id, parts.stop_ids
         self._encoder, self._scorer, self._trainer = parts.encoder, parts.scorer, parts.trainer
-        self._sampled = parts.sampled
+        self._sampled, self._gen_batch = parts.sampled, parts.gen_batch
         self._fresh_optimizer = fresh_optimizer
 
     # ------------------------------------------------------------------------------- properties
@@ -300,8 +304,8 @@ class HFPolicy(_snap.Snapshots):
         keys = _row_keys(int(rng.integers(0, 2**63 - 1)), streams, k)
         outputs: list[str] = []
         row_ctx = [c for c in ctx for _ in range(k)]
-        for start in range(0, len(rows), self._micro):
-            stop = start + self._micro
+        for start in range(0, len(rows), self._gen_batch):
+            stop = start + self._gen_batch
             for c, (text, ids, ended) in zip(row_ctx[start:stop],
                                              self._generate(rows[start:stop], keys[start:stop])):
                 self._sampled.add(c, text, ids, ended)

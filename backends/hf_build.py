@@ -40,6 +40,7 @@ class Parts:
     stop_ids: list[int]
     tok_len: int
     micro: int
+    gen_batch: int
     sampled: SampledIds
     encoder: Encoder
     scorer: Scorer
@@ -92,7 +93,8 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
           max_fit_steps: Any, inner_steps: Any, micro_batch_size: Any, device: Any, dtype: Any,
           peft_config: Any, reference: Any, truncate_prompts: Any, max_prompt_tokens: Any,
           max_grad_norm: Any, weight_decay: Any, fresh_optimizer: Any, grad_sync: Any,
-          value_sync: Any, stop_token_ids: Any, token_cache_size: Any) -> Parts:
+          value_sync: Any, stop_token_ids: Any, token_cache_size: Any,
+          generation_batch_size: Any) -> Parts:
     """Check the arguments of :class:`backends.hf.HFPolicy` (same names), then build its parts.
 
     Raises:
@@ -122,6 +124,8 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
     steps = check_positive_int(max_fit_steps if inner_steps is None else inner_steps,
                                "max_fit_steps" if inner_steps is None else "inner_steps")
     micro = check_positive_int(micro_batch_size, "micro_batch_size")
+    gen_batch = micro if generation_batch_size is None else check_positive_int(
+        generation_batch_size, "generation_batch_size")
     sampled = SampledIds(_chk.check_count(token_cache_size, "token_cache_size"))
     if max_grad_norm is not None:
         max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
@@ -181,4 +185,5 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
     )
     return Parts(model=model, reference=reference, peft=peft, device=dev, eos_id=eos_id,
                  pad_id=pad_id, stop_ids=stop_ids, tok_len=tok_len, micro=micro, sampled=sampled,
+                 gen_batch=gen_batch,
                  encoder=encoder, scorer=scorer, trainer=trainer)
