@@ -6,6 +6,7 @@ bad value and says what is expected, so no public function needs an ``assert`` o
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from typing import Any
@@ -16,6 +17,8 @@ __all__ = [
     "as_real_array",
     "check_positive",
     "check_nonnegative",
+    "check_step_size",
+    "check_mirror_params",
     "check_output_dir",
     "check_output_file",
     "check_positive_int",
@@ -75,6 +78,28 @@ def check_positive(value: Any, name: str) -> float:
     if not np.isfinite(out) or out <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {out!r}")
     return out
+
+
+def check_step_size(value: Any, name: str = "eta") -> float:
+    """A mirror step's size: a real number > 0 or ``inf`` (no proximal term), as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number > 0 (or math.inf), got {short(value)}")
+    out = float(value)
+    if math.isnan(out) or out <= 0:
+        raise ValueError(f"{name} must be > 0 (or math.inf), got {out!r}")
+    return out
+
+
+def check_mirror_params(eta: Any, alpha: Any) -> tuple[float, float]:
+    """``(eta, alpha)`` of one mirror step, checked: the one check of ``mirror_step``,
+    ``protocols.MirrorStep`` and the game config."""
+    eta_f, alpha_f = check_step_size(eta), check_nonnegative(alpha, "alpha")
+    if math.isinf(eta_f) and alpha_f == 0:
+        raise ValueError(
+            "eta=inf needs alpha > 0: with no proximal term and no KL to the magnet (the "
+            "reference) the target is a point mass; give alpha, the KL coefficient"
+        )
+    return eta_f, alpha_f
 
 
 def check_nonnegative(value: Any, name: str) -> float:

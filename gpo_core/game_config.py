@@ -6,7 +6,13 @@ import dataclasses
 import math
 from typing import Any, Literal, Mapping
 
-from gpo_core._validate import check_nonnegative, check_positive, check_positive_int, short
+from gpo_core._validate import (
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    check_step_size,
+    short,
+)
 from gpo_core.protocols import MirrorStep
 
 __all__ = ["GameConfig"]
@@ -104,11 +110,7 @@ class GameConfig:
         if self.gap_of not in ("last", "average", "both"):
             raise ValueError(f"gap_of must be 'last', 'average' or 'both', got {short(self.gap_of)}")
         for name in ("defender_eta", "adversary_eta"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
-                raise TypeError(f"{name} must be a number > 0 (or inf), got {short(value)}")
-            if math.isnan(value) or value <= 0:
-                raise ValueError(f"{name} must be > 0 (or inf), got {value!r}")
+            check_step_size(getattr(self, name), name)
         for name in ("defender_alpha", "adversary_alpha", "beta_div"):
             check_nonnegative(getattr(self, name), name)
         if self.schedule not in ("alternating", "simultaneous"):

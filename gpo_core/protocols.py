@@ -21,12 +21,11 @@ Data that crosses the seam is plain values:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from gpo_core._validate import check_nonnegative, short
+from gpo_core._validate import check_mirror_params
 
 __all__ = [
     "Samples",
@@ -77,16 +76,7 @@ class MirrorStep:
     alpha: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)):
-            raise TypeError(f"eta must be a number > 0 (or math.inf), got {short(self.eta)}")
-        if math.isnan(self.eta) or self.eta <= 0:
-            raise ValueError(f"eta must be > 0 (or math.inf), got {self.eta!r}")
-        check_nonnegative(self.alpha, "alpha")
-        if math.isinf(self.eta) and self.alpha == 0:
-            raise ValueError(
-                "eta=inf needs alpha > 0: with no proximal term and no reference KL the target "
-                "is a point mass; give alpha (the KL coefficient to the reference model)"
-            )
+        check_mirror_params(self.eta, self.alpha)
 
     def target(self, logp: np.ndarray, utilities: np.ndarray, log_ref: np.ndarray) -> np.ndarray:
         """Normalised target log-probabilities over an enumerated support (last axis)."""

@@ -46,7 +46,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 import numpy as np
 
 from gpo_core import _fused, _xp
-from gpo_core._validate import check_nonnegative, check_strategy, short
+from gpo_core._validate import check_mirror_params, check_nonnegative, check_strategy, short
 from gpo_core.schedules import Constant, Schedule, as_schedule
 from gpo_core.simplex import _broadcasts, _floating, _log_softmax, _safe_log, _softmax
 from gpo_core.simplex import softmax  # noqa: F401  (the doctests below use it)
@@ -210,16 +210,7 @@ def _mirror_step(logits, utilities, eta, alpha=0.0, log_magnet=0.0, xp=None):
 
 def _check_mirror_params(eta: Any, alpha: Any) -> None:
     """The scalar checks of :func:`mirror_step` (the same as ``protocols.MirrorStep``'s)."""
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
-        raise TypeError(f"eta must be a real number > 0 (or math.inf), got {short(eta)}")
-    if math.isnan(eta) or eta <= 0:
-        raise ValueError(f"eta must be > 0 (or math.inf), got {float(eta)!r}")
-    check_nonnegative(alpha, "alpha")
-    if math.isinf(eta) and alpha == 0:
-        raise ValueError(
-            "eta=inf needs alpha > 0: with no proximal term and no magnet KL the target is a "
-            "point mass; give alpha (the KL coefficient to the magnet)"
-        )
+    check_mirror_params(eta, alpha)
 
 
 def _check_utilities(like: np.ndarray, utilities: Any) -> tuple[Any, np.ndarray]:
