@@ -102,8 +102,10 @@ class HFPolicy(_snap.Snapshots):
             sampling keeps no activations for a backward, so it can take more.
         device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``...); ``None`` keeps the
             model's device.
-        dtype: ``"float32"`` or ``"bfloat16"`` for the weights (log-probabilities are always
-            computed in float32); ``None`` keeps the model's dtype.
+        dtype: ``"float32"``, or ``"bfloat16"``: forwards run under ``torch.autocast`` in
+            bfloat16 while the trainable weights stay float32 master weights (a ``peft`` base is
+            stored in bfloat16); ``None`` keeps the model's dtype (bfloat16 trainable weights
+            are then treated as ``"bfloat16"``). Log-probabilities are always float32.
         peft_config: a ``peft`` config (e.g. ``LoraConfig``) to wrap the model with
             ``peft.get_peft_model``; only the adapter weights train, and the reference is the same
             network with its adapters disabled (no copy).

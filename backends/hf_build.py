@@ -76,6 +76,29 @@ def _stop_ids(model: Any, eos_id: int | None, stop_token_ids: Any, tok_len: int)
     return sorted(set(ids) | ({eos_id} if eos_id is not None else set()))
 
 
+def _set_precision(model: torch.nn.Module, dtype: torch.dtype | None) -> torch.dtype | None:
+    """Store the weights for ``dtype`` and return the dtype forwards autocast to (or ``None``).
+
+    float32: every weight in float32. bfloat16 (asked for, or ``None`` with bfloat16 trainable
+    weights): the trainable weights are kept in float32 (master weights: an update smaller than
+    bfloat16's resolution, 2**-8 of a weight, accumulates instead of rounding away), frozen ones
+    (a ``peft`` base) are stored in bfloat16, and forwards run under ``torch.autocast`` in
+    bfloat16. ``None`` otherwise: the model as it is.
+    """
+    params = list(model.parameters())
+    if dtype is None and any(p.requires_grad and p.dtype == torch.bfloat16 for p in params):
+        dtype = torch.bfloat16
+    if dtype != torch.bfloat16:
+        if dtype is not None:
+            model.to(dtype=dtype)
+        return None
+    for p in params:
+        want = torch.float32 if p.requires_grad else torch.bfloat16
+        if p.dtype != want:
+            p.data = p.data.to(want)
+    return torch.bfloat16
+
+
 def _wrap_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
     import peft  # noqa: PLC0415  (optional dependency, only imported on use)
 
@@ -158,9 +181,10 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
     # Every check is done: now the model may be touched.
     if peft_config is not None:
         model, peft = _wrap_peft(model, peft_config), True
-    model = model.to(device=dev, dtype=torch_dtype).eval()
+    autocast = _set_precision(model.to(device=dev).eval(), torch_dtype)
     if reference is not None:
-        reference = reference.to(device=dev, dtype=torch_dtype).eval().requires_grad_(False)
+        reference = reference.to(device=dev, dtype=autocast or torch_dtype).eval()
+        reference.requires_grad_(False)
     elif not peft:  # under peft the reference is the network with its adapters disabled
         reference = copy.deepcopy(model).requires_grad_(False).eval()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -176,12 +200,12 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
         forbidden=set(excluded) | set(stop_ids), vocab=tok_len, name=name,
     )
     scorer = Scorer(model, device=dev, pad_id=pad_id, excluded=excluded, vocab=tok_len,
-                    stop_ids=stop_ids, micro=micro)
+                    stop_ids=stop_ids, micro=micro, autocast=autocast)
     trainer = Trainer(
         params, name=name, objective=objective, optimizer=optimizer, lr=lr,
         weight_decay=weight_decay, fit_tol=fit_tol, fit_atol=fit_atol, max_fit_steps=steps,
         max_grad_norm=max_grad_norm, fresh_optimizer=fresh, grad_sync=grad_sync,
-        value_sync=value_sync, low_precision=params[0].dtype == torch.bfloat16,
+        value_sync=value_sync, low_precision=autocast is not None,
     )
     return Parts(model=model, reference=reference, peft=peft, device=dev, eos_id=eos_id,
                  pad_id=pad_id, stop_ids=stop_ids, tok_len=tok_len, micro=micro, sampled=sampled,

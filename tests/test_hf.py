@@ -570,7 +570,13 @@ def test_peft_lora_reference_is_the_base_and_snapshot_holds_only_adapters(words)
 
 def test_bfloat16_on_cpu_smoke(bpe):
     policy = HFPolicy(tiny_llama(bpe), bpe, generation=GenerationSettings(8), dtype="bfloat16")
-    assert next(policy.model.parameters()).dtype == torch.bfloat16
+    # float32 master weights, bfloat16 forwards (tests/test_hf_precision.py)
+    assert next(policy.model.parameters()).dtype == torch.float32
+    with torch.no_grad():
+        ids = torch.tensor([bpe("Hello")["input_ids"]])
+        assert policy._scorer.forward(policy.model, ids, torch.ones_like(ids),
+                                      torch.arange(ids.shape[1])[None], keep=1
+                                      ).logits.dtype == torch.bfloat16
     s = policy.sample(["Hello", "Tea?"], 2, np.random.default_rng(0))
     lp = policy.log_prob(s.contexts, s.outputs)
     assert lp.dtype == np.float64 and np.all(np.isfinite(lp))
@@ -580,20 +586,22 @@ def test_bfloat16_on_cpu_smoke(bpe):
 
 
 def test_bfloat16_weights_still_land_on_the_target(words):
-    """bf16 weights, float32 log-probabilities: the contract holds to bf16 precision (bf16
-    weights round the fit's steps away below a residual of about 3e-3 of the move, so the
-    tolerance here is 5e-3, not the float32 tests' 1e-6)."""
+    """bf16 forwards over float32 master weights, float32 log-probabilities: the contract holds
+    to bf16 precision. The weights no longer round the fit's steps away (bf16 weights stalled
+    near 3e-3 of the move); the forward's rounding (log-prob jitter of 0.01-0.05 here) floors the
+    residual near 1e-3, so the tolerance is 1e-3 (was 5e-3), not the float32 tests' 1e-6."""
     space = _space(1)
     c, o = _rows(CONTEXTS, space)
-    policy = HFPolicy(_word_model(words), words, generation=ONE, dtype="bfloat16", fit_tol=5e-3)
+    policy = HFPolicy(_word_model(words), words, generation=ONE, dtype="bfloat16", fit_tol=1e-3)
     shape = (len(CONTEXTS), len(space))
     log_t = policy.log_prob(c, o)
     np.testing.assert_allclose(np.exp(log_t).reshape(shape).sum(-1), 1.0, atol=1e-5)
     u = np.random.default_rng(0).uniform(-1.5, 1.5, size=len(c))
     target = softmax(mirror_step(log_t.reshape(shape), u.reshape(shape), 1.0, 0.0))
-    policy.update(Experience(tuple(c), tuple(o), u, np.exp(log_t)), MirrorStep(eta=1.0))
+    metrics = policy.update(Experience(tuple(c), tuple(o), u, np.exp(log_t)), MirrorStep(eta=1.0))
+    assert metrics["fit/converged"] == 1.0
     new = np.exp(policy.log_prob(c, o)).reshape(shape)
-    assert _tv(new, target).max() < 0.03  # rms log-ratio error <= sqrt(5e-3) = 7% of the move
+    assert _tv(new, target).max() < 0.015  # rms log-ratio error <= sqrt(1e-3) = 3% of the move
 
 
 @pytest.mark.gpu
