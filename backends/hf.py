@@ -27,14 +27,15 @@ moves by the mirror step's log-ratio on the experience, to within ``sqrt(fit_tol
 whatever the learning rate (``tests/test_lm_twin.py`` measures it).
 
 Each :meth:`~HFPolicy.update` starts a fresh optimiser by default (why, and when AdamW's moments
-persist: :mod:`backends.hf_update`). The model runs in ``eval()`` mode throughout (no dropout),
-so scoring is deterministic and :math:`\pi_t` is the policy that sampled.
+persist: :mod:`backends.hf_update`). The model runs in ``eval()`` mode (no dropout), so scoring
+is deterministic and :math:`\pi_t` is the policy that sampled; with ``gradient_checkpointing`` it
+is in training mode, every dropout zeroed, for the gradient evaluations alone.
 
-This module is glue: :mod:`backends.hf_tokens` (templates, prompt budgets, rows),
-:mod:`backends.hf_sampling` (the sampler and its random streams), :mod:`backends.hf_scoring`
-(padding, forwards, log-probabilities, micro-batched backward), :mod:`backends.hf_update` (the
-fit and the optimiser), :mod:`backends.hf_snapshots` (snapshot I/O) and :mod:`backends.hf_checks`
-(argument checks) do the work.
+This module is glue: :mod:`backends.hf_build` (checks, then assembly), :mod:`backends.hf_tokens`
+(templates, prompt budgets, rows, sampled ids), :mod:`backends.hf_sampling` (the sampler and its
+random streams), :mod:`backends.hf_scoring` (padding, forwards, log-probabilities, micro-batched
+backward), :mod:`backends.hf_update` (the fit and the optimiser), :mod:`backends.hf_snapshots`
+(snapshot I/O) and :mod:`backends.hf_checks` (argument checks) do the work.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from backends.hf_sampling import GenerationSettings, _row_keys, _uniforms  # noq
 from backends.hf_sampling import check_stream_ids, generate
 from backends.hf_snapshots import load_snapshot, save_snapshot  # noqa: F401
 from backends.hf_tokens import Rows
-from backends.hf_update import _merge_repeated_rows  # noqa: F401  (importable from here)
+from backends.hf_update import OptimizerMethods, _merge_repeated_rows, train_mode
 from gpo_core._validate import check_positive_int, short
 from gpo_core.protocols import Experience, MirrorStep, Samples
 
@@ -64,7 +65,7 @@ __all__ = ["GenerationSettings", "HFPolicy", "save_snapshot", "load_snapshot"]
 _check_stream_ids = check_stream_ids
 
 
-class HFPolicy(_snap.Snapshots):
+class HFPolicy(_snap.Snapshots, OptimizerMethods):
     """A ``transformers`` causal LM as a :class:`gpo_core.protocols.Policy`.
 
     Both objectives compare a context's rows with each other (they centre on the context's own
@@ -100,6 +101,9 @@ class HFPolicy(_snap.Snapshots):
             accumulated over its micro-batches (exactly that of one batch).
         generation_batch_size: rows per sampling batch (``None``: ``micro_batch_size``);
             sampling keeps no activations for a backward, so it can take more.
+        gradient_checkpointing: recompute activations in the backward instead of keeping them
+            (less memory, one more forward per gradient evaluation); the model is in training
+            mode only for those forwards and backwards, with every dropout set to 0.
         device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``...); ``None`` keeps the
             model's device.
         dtype: ``"float32"``, or ``"bfloat16"``: forwards run under ``torch.autocast`` in
@@ -168,6 +172,7 @@ class HFPolicy(_snap.Snapshots):
         inner_steps: int | None = None,
         micro_batch_size: int = 16,
         generation_batch_size: int | None = None,
+        gradient_checkpointing: bool = False,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         peft_config: Any = None,
@@ -195,6 +200,7 @@ class HFPolicy(_snap.Snapshots):
         self._eos_id, self._pad_id, self._stop_ids = parts.eos_id, parts.pad_id, parts.stop_ids
         self._encoder, self._scorer, self._trainer = parts.encoder, parts.scorer, parts.trainer
         self._sampled, self._gen_batch = parts.sampled, parts.gen_batch
+        self._checkpointing = parts.checkpointing
         self._fresh_optimizer = fresh_optimizer
 
     # ------------------------------------------------------------------------------- properties
@@ -270,12 +276,9 @@ class HFPolicy(_snap.Snapshots):
     ) -> Samples:
         """Draw ``num_samples`` outputs per context, batched with left padding.
 
-        Every output row has its own random stream (:mod:`backends.hf_sampling`): one integer
-        ``s`` is drawn from ``rng``, and the ``j``-th sample of a context with stream id ``i``
-        uses uniforms hashed from ``(s, i, j, token position)``; torch's global RNG is untouched.
-        So a row's tokens depend on the parameters, its prompt and ``(s, i, j)`` only: not on the
-        other rows of the batch, the micro-batch it falls in, or which process samples it (what
-        :func:`gpo_core.alignment.run_game` with ``comm`` relies on).
+        The ``j``-th sample of a context with stream id ``i`` draws from a random stream keyed by
+        ``(s, i, j)``, ``s`` one draw from ``rng`` (:mod:`backends.hf_sampling`): not by the
+        other rows, the batch it falls in or the process (what data-parallel runs rely on).
 
         Args:
             contexts: the contexts (seed prompts or prompts).
@@ -363,15 +366,8 @@ class HFPolicy(_snap.Snapshots):
         Row ``i``'s array sums to ``log_prob(contexts, outputs)[i]`` (its last entry is the eos
         term when the output ended by itself).
         """
-        rows = self._rows(contexts, outputs)
-        result: list[np.ndarray] = [np.zeros(0)] * len(rows.seqs)
         with torch.no_grad():
-            for start in range(0, len(rows.seqs), self._micro):
-                idx = list(range(start, min(start + self._micro, len(rows.seqs))))
-                picked, valid = self._scorer.tokens(self._model, rows.take(idx))
-                for i, p, v in zip(idx, picked.double().cpu().numpy(), valid.cpu().numpy()):
-                    result[i] = p[v]
-        return result
+            return self._scorer.per_row(self._model, self._rows(contexts, outputs))
 
     def update(self, experience: Experience, step: MirrorStep) -> dict[str, float]:
         """Fit the policy to ``step``'s target on ``experience``, to ``fit_tol``
@@ -413,6 +409,7 @@ class HFPolicy(_snap.Snapshots):
             backward=lambda coeff: self._scorer.backward(self._model, rows, coeff,
                                                          self._score_batch),
             single=len(rows.seqs) <= self._micro,
+            grad_mode=lambda: train_mode(self._model, self._checkpointing),
         )
 
     # ------------------------------------------------------------------------------- scoring
@@ -429,21 +426,3 @@ class HFPolicy(_snap.Snapshots):
             return self._score(self._reference, rows)
         with self._model.disable_adapter():
             return self._score(self._model, rows)
-
-    # ------------------------------------------------------------------------------ optimiser
-
-    def reset_optimizer(self) -> None:
-        """Forget the AdamW moments (the next :meth:`update` starts a fresh optimiser)."""
-        self._trainer.optimizer = self._trainer.new_optimizer()
-
-    def optimizer_state_dict(self) -> dict[str, Any]:
-        """A deep copy of the AdamW state (``torch.optim.Optimizer.state_dict`` format)."""
-        return self._trainer.state_dict()
-
-    def load_optimizer_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Load a value that :meth:`optimizer_state_dict` returned.
-
-        Raises:
-            ValueError: naming this policy, if the state does not fit its parameters.
-        """
-        self._trainer.load_state_dict(state)

@@ -41,6 +41,7 @@ class Parts:
     tok_len: int
     micro: int
     gen_batch: int
+    checkpointing: bool
     sampled: SampledIds
     encoder: Encoder
     scorer: Scorer
@@ -99,6 +100,24 @@ def _set_precision(model: torch.nn.Module, dtype: torch.dtype | None) -> torch.d
     return torch.bfloat16
 
 
+def _enable_checkpointing(model: torch.nn.Module, peft: bool) -> None:
+    """Recompute each layer's activations in the backward (non-reentrant ``torch.utils.checkpoint``)
+    and set every dropout to 0: transformers checkpoints only in training mode, which the policy
+    enters for its gradient evaluations alone, and HFPolicy never drops (``eval()`` otherwise)."""
+    base = model.get_base_model() if peft else model
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for key, value in vars(module).items():  # e.g. LlamaAttention.attention_dropout
+            if "dropout" in key and isinstance(value, float) and value:
+                setattr(module, key, 0.0)
+
+
 def _wrap_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
     import peft  # noqa: PLC0415  (optional dependency, only imported on use)
 
@@ -117,7 +136,7 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
           peft_config: Any, reference: Any, truncate_prompts: Any, max_prompt_tokens: Any,
           max_grad_norm: Any, weight_decay: Any, fresh_optimizer: Any, grad_sync: Any,
           value_sync: Any, stop_token_ids: Any, token_cache_size: Any,
-          generation_batch_size: Any) -> Parts:
+          generation_batch_size: Any, gradient_checkpointing: Any) -> Parts:
     """Check the arguments of :class:`backends.hf.HFPolicy` (same names), then build its parts.
 
     Raises:
@@ -177,6 +196,14 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
     context_len = _chk.model_context(base_config)
     budget = _chk.check_budget(max_prompt_tokens, generation.max_new_tokens, context_len, name)
     _chk.check_reference(reference, model, vocab, name)
+    checkpointing = _chk.check_bool(gradient_checkpointing, "gradient_checkpointing")
+    base = model.get_base_model() if peft else model
+    if checkpointing and not getattr(base, "supports_gradient_checkpointing", False):
+        raise ValueError(
+            f"HFPolicy {name!r}: gradient_checkpointing=True but {type(base).__name__} does not "
+            "support transformers' gradient checkpointing (supports_gradient_checkpointing is "
+            "not True); pass gradient_checkpointing=False"
+        )
 
     # Every check is done: now the model may be touched.
     if peft_config is not None:
@@ -187,6 +214,8 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
         reference.requires_grad_(False)
     elif not peft:  # under peft the reference is the network with its adapters disabled
         reference = copy.deepcopy(model).requires_grad_(False).eval()
+    if checkpointing:  # after the reference's copy: only the trained network recomputes
+        _enable_checkpointing(model, peft)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(
@@ -209,5 +238,5 @@ def build(model: Any, tokenizer: Any, *, name: str, template: Any, generation: A
     )
     return Parts(model=model, reference=reference, peft=peft, device=dev, eos_id=eos_id,
                  pad_id=pad_id, stop_ids=stop_ids, tok_len=tok_len, micro=micro, sampled=sampled,
-                 gen_batch=gen_batch,
+                 gen_batch=gen_batch, checkpointing=checkpointing,
                  encoder=encoder, scorer=scorer, trainer=trainer)

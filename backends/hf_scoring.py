@@ -144,6 +144,16 @@ class Scorer:
         valid = torch.arange(top, device=ids.device)[None, :] >= (top - n)[:, None]
         return picked, valid
 
+    def per_row(self, module: torch.nn.Module, rows: Rows) -> list[np.ndarray]:
+        """Each row's scored tokens' log-probabilities, float64 arrays, in the rows' order."""
+        result: list[np.ndarray] = [np.zeros(0)] * len(rows.seqs)
+        for start in range(0, len(rows.seqs), self.micro):
+            idx = list(range(start, min(start + self.micro, len(rows.seqs))))
+            picked, valid = self.tokens(module, rows.take(idx))
+            for i, p, v in zip(idx, picked.double().cpu().numpy(), valid.cpu().numpy()):
+                result[i] = p[v]
+        return result
+
     def batch(self, module: torch.nn.Module, rows: Rows) -> torch.Tensor:
         """Float32 ``(N,)`` sums of the scored tokens' log-probabilities of one micro-batch."""
         picked, valid = self.tokens(module, rows)

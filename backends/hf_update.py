@@ -29,10 +29,11 @@ so this module knows nothing of tokens or templates.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +41,8 @@ import torch
 from backends import fit as _fit
 from backends import objectives as _obj
 
-__all__ = ["Trainer", "_merge_repeated_rows", "OBJECTIVES", "OPTIMIZERS"]
+__all__ = ["Trainer", "OptimizerMethods", "train_mode", "_merge_repeated_rows", "OBJECTIVES",
+           "OPTIMIZERS"]
 
 OBJECTIVES: dict[str, Callable[[torch.Tensor, Any], torch.Tensor]] = {
     "regression": _obj._regression,
@@ -76,6 +78,44 @@ def _merge_repeated_rows(
 
 
 Score = Callable[[], torch.Tensor]
+
+
+@contextlib.contextmanager
+def train_mode(model: torch.nn.Module, on: bool) -> Iterator[None]:
+    """``model`` in training mode inside (when ``on``), ``eval()`` again after: the policy's
+    gradient evaluations under gradient checkpointing (transformers checkpoints only in training
+    mode; the policy has set every dropout to 0, so nothing else changes)."""
+    if not on:
+        yield
+        return
+    model.train()
+    try:
+        yield
+    finally:
+        model.eval()
+
+
+class OptimizerMethods:
+    """The optimiser methods of :class:`backends.hf.HFPolicy` (a mixin over its ``_trainer``)."""
+
+    _trainer: "Trainer"
+
+    def reset_optimizer(self) -> None:
+        """Forget the AdamW moments (the next :meth:`update` starts a fresh optimiser)."""
+        self._trainer.optimizer = self._trainer.new_optimizer()
+
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        """A deep copy of the AdamW state (``torch.optim.Optimizer.state_dict`` format)."""
+        return self._trainer.state_dict()
+
+    def load_optimizer_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load a value that :meth:`optimizer_state_dict` returned.
+
+        Raises:
+            ValueError: naming this policy, if the state does not fit its parameters.
+        """
+        self._trainer.load_state_dict(state)
+
 
 
 class Trainer:
@@ -141,7 +181,9 @@ class Trainer:
 
     def fit(self, step: Any, gid: np.ndarray, utilities: np.ndarray, weights: np.ndarray, *,
             score: Score, score_grad: Score, score_reference: Score,
-            backward: Callable[[torch.Tensor], None], single: bool) -> dict[str, float]:
+            backward: Callable[[torch.Tensor], None], single: bool,
+            grad_mode: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+            ) -> dict[str, float]:
         """One update on prepared rows (module docstring).
 
         Args:
@@ -152,6 +194,8 @@ class Trainer:
             score_reference: the rows' log-probabilities under the reference, without grad.
             backward: accumulates ``d sum_i c_i logp_i`` for coefficients ``c`` micro-batch by
                 micro-batch (used when not ``single``).
+            grad_mode: the context the forwards with grad and their backward run in (training
+                mode, for gradient checkpointing).
 
         Returns:
             ``fit/residual_initial``, ``fit/residual``, ``fit/relative``, ``fit/steps``,
@@ -186,9 +230,10 @@ class Trainer:
         def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
             self.optimizer.zero_grad(set_to_none=True)
             if single:
-                lp = score_grad()
-                loss = loss_fn(lp, rows)
-                loss.backward()
+                with grad_mode():
+                    lp = score_grad()
+                    loss = loss_fn(lp, rows)
+                    loss.backward()
                 current = lp.detach()
             else:
                 with torch.no_grad():
@@ -196,7 +241,8 @@ class Trainer:
                 leaf = current.detach().requires_grad_(True)
                 loss = loss_fn(leaf, rows)
                 loss.backward()
-                backward(leaf.grad)
+                with grad_mode():
+                    backward(leaf.grad)
             if math.isnan(trace["initial"]):
                 trace["initial"] = loss.item()
             if self.grad_sync is not None:
