@@ -120,11 +120,9 @@ class HFPolicy(_snap.Snapshots, OptimizerMethods):
             of raising.
         max_prompt_tokens: the prompt budget in tokens; ``None``: the model context minus
             ``max_new_tokens`` (unlimited when the model config has no context length).
-        max_grad_norm: clip the gradient to this norm before each AdamW step; ``None``: no
-            clipping.
-        fresh_optimizer: start each :meth:`update` with a fresh optimiser (default; see the
-            :mod:`backends.hf_update`) instead of carrying AdamW's moments across calls (``"adam"``
-            only).
+        max_grad_norm: clip the gradient to this norm before each AdamW step (``None``: never).
+        fresh_optimizer: start each :meth:`update` with a fresh optimiser (default; why:
+            :mod:`backends.hf_update`), or carry AdamW's moments across calls (``"adam"`` only).
         grad_sync: called with the trainable parameters after each backward pass and before
             clipping, e.g. :meth:`backends.distributed.TorchComm.average_gradients` to train
             data-parallel (every rank then takes the same step). Needs ``value_sync``.
@@ -335,12 +333,12 @@ class HFPolicy(_snap.Snapshots, OptimizerMethods):
                                         clean_up_tokenization_spaces=False), row, end)
                 for row, end in zip(tokens, ended)]
 
-    def _rows(self, contexts: Any, outputs: Any, names=("contexts", "outputs")) -> Rows:
-        ctx, out = _as_texts(contexts, names[0]), _as_texts(outputs, names[1])
+    def _rows(self, contexts: Any, outputs: Any) -> Rows:
+        ctx, out = _as_texts(contexts, "contexts"), _as_texts(outputs, "outputs")
         if len(ctx) != len(out):
             raise ValueError(
-                f"{names[0]} and {names[1]} must have one entry per row, got {len(ctx)} "
-                f"{names[0]} and {len(out)} {names[1]}"
+                f"contexts and outputs must have one entry per row, got {len(ctx)} contexts and "
+                f"{len(out)} outputs"
             )
         return self._encoder.rows(ctx, out, self._sampled.get)
 
