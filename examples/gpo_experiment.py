@@ -8,7 +8,7 @@ more diverse adversary (Zheng et al., Tables 1-2)? Arms with matched budgets, >=
 (e) ``adv_only`` / ``adv_only_div``: the adversary trained against the frozen SFT defender.
 
 Seeds are the TRAIN split of the harmful sets plus benign seeds; every number is measured on the
-HELD-OUT split. Before the arms, a safety-SFT stage (``_experiment_setup.safety_sft``) fits the
+HELD-OUT split. Before the arms, a safety-SFT stage (``_experiment.prepare.safety_sft``) fits the
 defender to written refusals on the harmful train seeds and to its own answers on the benign
 ones, so that the game starts from a model that sometimes refuses (see docs/experiment.md).
 Budgets: every trained arm plays the same rounds with the same defender rows per round
@@ -16,7 +16,7 @@ Budgets: every trained arm plays the same rounds with the same defender rows per
 ``batch_size * prompts_per_context`` seeds instead of rewrites), the same tokens and fits.
 
     python examples/gpo_experiment.py --config examples/experiment_cpu.toml --out runs/exp_cpu
-    python examples/gpo_experiment.py --config examples/experiment_cpu.toml --smoke --out /tmp/s
+    python examples/gpo_experiment.py --smoke --out /tmp/s        # or --steps N: N rounds
     python examples/gpo_experiment.py --out runs/exp_cpu --embed-readme README.md
 
 Resumable: each (arm, seed) job checkpoints its game in ``OUT/jobs/ARM/seedS/checkpoint`` and
@@ -38,17 +38,21 @@ from typing import Any, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from examples import _experiment_eval as E  # noqa: E402
-from examples import _experiment_setup as S  # noqa: E402
+from examples._experiment import measure as E  # noqa: E402
+from examples._experiment import prepare as S  # noqa: E402
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 DEFENDER_ARMS = ("rlhf", "gpo", "gpo_div")
 ADVERSARY_ARMS = ("gpo", "gpo_div", "adv_only", "adv_only_div")
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="examples/experiment_cpu.toml")
+    p.add_argument("--config", default=None, help="a TOML config (default: experiment_cpu.toml, "
+                   "or experiment_smoke.toml with --smoke/--steps)")
     p.add_argument("--smoke", action="store_true", help="tiny random models, 1 seed, 2 rounds")
+    p.add_argument("--steps", type=int, default=None,
+                   help="the smoke size with this many rounds (the examples' smoke-test flag)")
     p.add_argument("--out", default="runs/gpo_experiment")
     p.add_argument("--stage", default="all", choices=("all", "sft", "jobs", "report"))
     p.add_argument("--shard", default="0/1", help="I/N: run jobs I, I+N, I+2N, ...")
@@ -61,6 +65,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     except (ValueError, AssertionError):
         p.error(f"--shard must be I/N with 0 <= I < N, e.g. 0/2, got {args.shard!r}")
     args.shard_i, args.shard_n = i, n
+    if args.steps is not None:
+        if args.steps < 1:
+            p.error(f"--steps must be >= 1, got {args.steps}")
+        args.smoke = True
+    if args.config is None:
+        args.config = os.path.join(HERE, "experiment_smoke.toml" if args.smoke else "experiment_cpu.toml")
     return args
 
 
@@ -186,6 +196,8 @@ def report(cfg: dict, out: str, jobs_done: dict, expected: list, meta: dict) -> 
     atomic_write_json(os.path.join(out, "results.json"), results)
     atomic_write_text(os.path.join(out, "results.md"), md + "\n")
     E.plots(summary, jobs_done, os.path.join(out, "plots"))
+    E.plot_rounds(jobs_done, os.path.join(out, "metrics.png"))
+    print(E.round_table(jobs_done) + "\n")
     return results
 
 
@@ -202,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"embedded {args.out}/results.md into {args.embed_readme}")
         return 0
     cfg = S.load_config(args.config, smoke=args.smoke)
+    if args.steps is not None:
+        cfg["rounds"] = args.steps
     import torch
 
     torch.set_num_threads(cfg["threads"])

@@ -15,8 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from examples import _experiment_eval as E  # noqa: E402
-from examples import _experiment_setup as S  # noqa: E402
+from examples._experiment import measure as E  # noqa: E402
+from examples._experiment import prepare as S  # noqa: E402
 from examples import gpo_experiment as X  # noqa: E402
 
 SMOKE = str(ROOT / "examples" / "experiment_smoke.toml")

@@ -246,3 +246,50 @@ def embed_readme(readme: str, block: str) -> None:
     new = re.sub(re.escape(README_START) + r".*?" + re.escape(README_END),
                  lambda _: f"{README_START}\n{block}\n{README_END}", text, flags=re.S)
     atomic_write_text(readme, new)
+
+
+def _round_means(jobs: dict, key: str) -> dict[str, dict[int, float]]:
+    out: dict[str, dict[int, float]] = {}
+    for arm, by_seed in jobs.items():
+        rows = [r for res in by_seed.values() for r in res.get("rounds", [])]
+        for t in sorted({r["round"] for r in rows}):
+            vals = [r[key] for r in rows if r["round"] == t and key in r]
+            if vals:
+                out.setdefault(arm, {})[t] = float(np.mean(vals))
+    return out
+
+
+def round_table(jobs: dict, keys: Sequence[str] = ("reward/mean", "attack/success_rate")) -> str:
+    """Per round, each trained arm's training metrics (means over seeds), a markdown table."""
+    means = {k: _round_means(jobs, k) for k in keys}
+    arms = [a for a in ARM_LABELS if any(a in m for m in means.values())]
+    cols = [(a, k) for a in arms for k in keys if a in means[k]]
+    rounds = sorted({t for k in keys for a in means[k] for t in means[k][a]})
+    lines = ["| round | " + " | ".join(f"{a} {k}" for a, k in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for t in rounds:
+        lines.append(f"| {t} | " + " | ".join(
+            f"{means[k][a][t]:.3f}" if t in means[k][a] else "" for a, k in cols) + " |")
+    return "\n".join(lines)
+
+
+def plot_rounds(jobs: dict, path: str) -> str:
+    """Training reward and attack rate per round, one line per arm (means over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gpo_core._io import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, key in zip(axes, ("reward/mean", "attack/success_rate")):
+        for arm, series in _round_means(jobs, key).items():
+            ax.plot(list(series), list(series.values()), marker="o", label=ARM_LABELS[arm])
+        ax.set_xlabel("round")
+        ax.set_title(f"training {key} (train seeds)")
+    axes[0].legend(fontsize=7)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
