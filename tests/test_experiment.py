@@ -166,6 +166,8 @@ def test_mean_ci():
     s = E.mean_ci([0.1, 0.2, 0.3])
     assert s["mean"] == pytest.approx(0.2) and s["n"] == 3
     assert s["ci"][0] == pytest.approx(0.2 - 4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+    assert E.mean_ci([0.0, 0.1, 0.0], (0.0, 1.0))["ci"][0] == 0.0  # a rate's interval is clipped
+    assert E.mean_ci([0.0, 0.1, 0.0])["ci"][0] < 0
     one = E.mean_ci([0.5, math.nan])
     assert one["n"] == 1 and math.isnan(one["ci"][0])
 

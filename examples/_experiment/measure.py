@@ -77,8 +77,9 @@ def flatten(result: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def mean_ci(values: Sequence[float]) -> dict[str, Any]:
-    """Mean over seeds and its 95% Student-t interval (``nan`` with one seed)."""
+def mean_ci(values: Sequence[float], clip: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Mean over seeds and its 95% Student-t interval (``nan`` with one seed), clipped to
+    ``clip`` (the range of a rate) when given."""
     from scipy import stats
 
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
@@ -87,8 +88,10 @@ def mean_ci(values: Sequence[float]) -> dict[str, Any]:
     if v.size == 1:
         return {"mean": float(v[0]), "ci": [math.nan, math.nan], "n": 1}
     half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return {"mean": float(v.mean()), "ci": [float(v.mean() - half), float(v.mean() + half)],
-            "n": int(v.size)}
+    lo, hi = float(v.mean() - half), float(v.mean() + half)
+    if clip is not None:
+        lo, hi = max(lo, clip[0]), min(hi, clip[1])
+    return {"mean": float(v.mean()), "ci": [lo, hi], "n": int(v.size)}
 
 
 def aggregate(jobs: dict[str, dict[int, dict]]) -> dict[str, dict[str, Any]]:
@@ -97,7 +100,8 @@ def aggregate(jobs: dict[str, dict[int, dict]]) -> dict[str, dict[str, Any]]:
     for arm, by_seed in jobs.items():
         flats = [flatten(r) for r in by_seed.values()]
         keys = sorted({k for f in flats for k in f})
-        out[arm] = {k: mean_ci([f.get(k, math.nan) for f in flats]) for k in keys}
+        out[arm] = {k: mean_ci([f.get(k, math.nan) for f in flats],
+                               None if k.startswith("final.gap") else (0.0, 1.0)) for k in keys}
         out[arm]["seeds"] = sorted(by_seed)
     return out
 
@@ -151,13 +155,20 @@ def tables(summary: dict[str, dict[str, Any]], jobs: dict[str, dict[int, dict]])
                 ("asr", "faithful", "diversity/one_minus_self_bleu", "diversity/embedding")) + " |")
     gap_arms = [a for a in arms if "final.gap/estimated" in summary[a]]
     if gap_arms:
-        lines += ["", "Estimated Nash gap after the last round (lower estimate; mean over the "
-                  "seeds that estimated it):", "", "| arm | seeds | last iterates | averaged |",
-                  "|---|---|---|---|"]
+        lines += ["", "Estimated Nash gap after the last round (a lower estimate; mean over the "
+                  "seeds that estimated it, or with one seed its 95% interval over rollouts, "
+                  "marked ʳ):", "", "| arm | seeds | round | last iterates | averaged |",
+                  "|---|---|---|---|---|"]
         for arm in gap_arms:
-            lines.append(f"| {ARM_LABELS[arm]} | {summary[arm]['final.gap/estimated']['n']} | "
-                         f"{_cell(summary, arm, 'final.gap/estimated')} | "
-                         f"{_cell(summary, arm, 'final.gap/average/estimated')} |")
+            n = summary[arm]["final.gap/estimated"]["n"]
+            cells = [_cell(summary, arm, f"final.{k}") for k in ("gap/estimated",
+                                                                "gap/average/estimated")]
+            gaps = [r["gap"][-1] for r in jobs[arm].values() if r.get("gap")]
+            if n == 1:
+                g = gaps[0]
+                cells = [f"{g[k]:.3f} [{g[k + '_ci_low']:.3f}, {g[k + '_ci_high']:.3f}]ʳ"
+                         for k in ("gap/estimated", "gap/average/estimated")]
+            lines.append(f"| {ARM_LABELS[arm]} | {n} | {gaps[0]['round']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
