@@ -110,8 +110,10 @@ def _render(tok: Any, prompt: str) -> tuple[str, bool]:
 
 
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 64,
-             batch_size: int = 16, progress: bool = True) -> list[str]:
-    """Greedy answers, batched by length with left padding (chat template where there is one)."""
+             batch_size: int = 16, progress: bool = True, seed: int | None = None) -> list[str]:
+    """Answers batched by length with left padding (chat template where there is one): greedy,
+    or, with an integer ``seed``, sampled at temperature 1 (``torch.manual_seed(seed)`` first, so
+    the same call draws the same answers)."""
     import torch  # noqa: PLC0415
 
     prompts = list(prompts)
@@ -121,6 +123,11 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     out: list[str] = [""] * len(prompts)
+    # the policy itself (no top-k/top-p cut), as the game samples it; greedy without a seed
+    sampling: dict[str, Any] = {"do_sample": False}
+    if seed is not None:
+        torch.manual_seed(seed)
+        sampling = {"do_sample": True, "top_k": 0, "top_p": 1.0, "temperature": 1.0}
     bar = None
     if progress:
         from tqdm import tqdm  # noqa: PLC0415
@@ -134,7 +141,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens:
                 >= torch.tensor([width - len(enc[i]) for i in idx], device=device)[:, None]).long()
         with torch.inference_mode():
             gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=pad)
+                                 pad_token_id=pad, **sampling)
         for row, i in enumerate(idx):
             out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True).strip()
         if bar is not None:

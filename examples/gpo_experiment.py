@@ -120,6 +120,32 @@ def game_config(cfg: dict, arm: str, seed: int):
         gap_rollouts=cfg["gap_rollouts"], gap_eta=cfg["gap_eta"], seed=seed)
 
 
+def start_gap(cfg: dict, arm: str, seed: int, jobdir: str, defender: Any, adversary: Any,
+              reward: Any, config: Any, seeds: list[str]) -> list[dict]:
+    """The Nash gap of the starting profile (the SFT defender, the untrained adversary): round 0
+    of the gap curve. Estimated in the ``gpo`` job only: ``gpo_div`` starts from the same profile
+    and the gap is of the plain game (diversity left out), so its round 0 is the same number.
+    Saved in ``jobdir/gap0.json`` so that a resumed job does not pay for it twice."""
+    if arm != "gpo" or seed not in cfg["gap_seeds"] or cfg["gap_every"] < 1:
+        return []
+    from gpo_core._io import atomic_write_json
+    from gpo_core.gap import estimate_gap, gap_stream
+
+    path = os.path.join(jobdir, "gap0.json")
+    if os.path.exists(path):
+        return [_read_json(path)]
+    t0 = time.time()
+    est = estimate_gap(defender, adversary, reward, config, seed_prompts=seeds,
+                       rng=gap_stream(seed, 0))
+    # at round 0 the averaged policies are the starting policies themselves
+    row = {"round": 0, **est, **{k.replace("gap/", "gap/average/", 1): v for k, v in est.items()}}
+    os.makedirs(jobdir, exist_ok=True)
+    atomic_write_json(path, row)
+    print(f"  {arm} seed {seed} round 0 gap {est['gap/estimated']:.3f} in {time.time() - t0:.0f} s",
+          flush=True)
+    return [row]
+
+
 def run_job(cfg: dict, out: str, arm: str, seed: int, data: tuple, emb: Any, judge: Any) -> dict:
     import numpy as np
 
@@ -149,6 +175,8 @@ def run_job(cfg: dict, out: str, arm: str, seed: int, data: tuple, emb: Any, jud
     reward = SafetyReward(harmful + benign, refusal=judge, embedder=emb, seed_of=tracker)
     config = game_config(cfg, arm, seed)
     ckpt = os.path.join(jobdir, "checkpoint")
+    gap0 = start_gap(cfg, arm, seed, jobdir, defender, tracker, reward, config,
+                     [p.text for p in harmful + benign])
     with warnings.catch_warnings():  # a fit that hits max_fit_steps: logged as fit/converged
         warnings.filterwarnings("ignore", message=".*the fit used its whole budget")
         result = run_game(defender, tracker, reward, config, seed_prompts=[p.text for p in harmful + benign],
@@ -160,8 +188,9 @@ def run_job(cfg: dict, out: str, arm: str, seed: int, data: tuple, emb: Any, jud
                               f"{log.metrics.get('gap/estimated', float('nan')):.3f}", flush=True))
     res["game_seconds"] = round(time.time() - start, 1)
     res["rounds"] = [{"round": log.round, **log.metrics} for log in result.logs]
-    res["gap"] = [{"round": log.round, **{k: v for k, v in log.metrics.items() if k.startswith("gap/")}}
-                  for log in result.logs if "gap/estimated" in log.metrics]
+    res["gap"] = gap0 + [{"round": log.round, **{k: v for k, v in log.metrics.items()
+                                                  if k.startswith("gap/")}}
+                         for log in result.logs if "gap/estimated" in log.metrics]
     t_eval = time.time()
     d_policy = defender.policy if arm.startswith("adv_only") else defender
     if arm in DEFENDER_ARMS:
@@ -228,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.time()
     sft_done = os.path.join(args.out, "sft_stage.json")
     if args.stage in ("all", "sft") and not os.path.exists(sft_done):
-        stats = S.safety_sft(cfg, data[0], data[1], args.out)
+        stats = S.safety_sft(cfg, data[0], data[1], args.out, judge=judge)
         stats["seconds"] = round(time.time() - t0, 1)
         atomic_write_json(sft_done, stats)
         print(f"safety-SFT stage: {stats}", flush=True)

@@ -44,9 +44,15 @@ def test_smoke_runs_every_arm_and_reports_everything(smoke_run):
             assert len(suites["jailbreak"]["families"]) >= 1
             assert all(0 <= s["rate"] <= 1 for s in suites.values())
         assert len(job["rounds"]) == 2
-    for arm in ("gpo", "gpo_div"):  # the gap of both profiles, every round (gap_every=1)
+    # the gap of both profiles, every round (gap_every=1); round 0, the start, in the gpo job
+    assert [g["round"] for g in res["jobs"]["gpo"]["0"]["gap"]] == [0, 1, 2]
+    assert [g["round"] for g in res["jobs"]["gpo_div"]["0"]["gap"]] == [1, 2]
+    jobs = {a: {int(s): r for s, r in v.items()} for a, v in res["jobs"].items()}
+    assert [g["round"] for g in E.gap_curve(jobs, "gpo_div", 0)] == [0, 1, 2]
+    start = res["jobs"]["gpo"]["0"]["gap"][0]  # one profile at round 0: last = averaged
+    assert start["gap/estimated"] == start["gap/average/estimated"]
+    for arm in ("gpo", "gpo_div"):
         gaps = res["jobs"][arm]["0"]["gap"]
-        assert [g["round"] for g in gaps] == [1, 2]
         assert all(math.isfinite(g["gap/estimated"]) and math.isfinite(g["gap/average/estimated"])
                    for g in gaps)
     for arm in X.ADVERSARY_ARMS:
@@ -61,6 +67,25 @@ def test_smoke_runs_every_arm_and_reports_everything(smoke_run):
     for name in ("defender.png", "gap.png", "adversary.png"):
         assert (smoke_run / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     assert (smoke_run / "jobs" / "gpo" / "seed0" / "defender_adapter").is_dir()
+
+
+def test_sft_strength_is_chosen_on_train_signal(smoke_run):
+    """The safety-SFT stage measured its candidates on the TRAIN seeds and kept the one with the
+    most seeds whose sampled answers disagree (ties: fewer steps)."""
+    stage = json.loads((smoke_run / "sft_stage.json").read_text())
+    signal = stage["train_signal"]
+    assert [r["steps"] for r in signal] == [0, 1]
+    assert all(0 <= r[k] <= 1 for r in signal for k in ("mixed", "harmful_refused", "benign_refused"))
+    best = max(signal, key=lambda r: (r["mixed"], -r["steps"]))
+    assert stage["chosen_steps"] == best["steps"]
+    assert stage["steps"] == 1  # trained no further than the last candidate
+
+
+def test_sft_candidates_are_checked(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(Path(SMOKE).read_text() + "sft_candidates = [-1]\n")
+    with pytest.raises(ValueError, match="sft_candidates"):
+        S.load_config(str(bad))
 
 
 def test_rerun_skips_finished_jobs(smoke_run):

@@ -115,6 +115,16 @@ def _cell(summary: dict, arm: str, key: str) -> str:
     return f"{s['mean']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]"
 
 
+def gap_curve(jobs: dict[str, dict[int, dict]], arm: str, seed: int) -> list[dict]:
+    """A job's gap estimates by round; ``gpo_div`` borrows round 0 (the starting profile, whose
+    gap is of the plain game) from the ``gpo`` job of the same seed."""
+    gaps = list(jobs.get(arm, {}).get(seed, {}).get("gap", []))
+    if gaps and gaps[0]["round"] != 0:
+        start = [g for g in jobs.get("gpo", {}).get(seed, {}).get("gap", []) if g["round"] == 0]
+        gaps = start + gaps
+    return gaps
+
+
 def tables(summary: dict[str, dict[str, Any]], jobs: dict[str, dict[int, dict]]) -> str:
     """The markdown tables: defenders, per jailbreak family, adversaries, Nash gap."""
     arms = [a for a in ARM_LABELS if a in summary]
@@ -155,20 +165,18 @@ def tables(summary: dict[str, dict[str, Any]], jobs: dict[str, dict[int, dict]])
                 ("asr", "faithful", "diversity/one_minus_self_bleu", "diversity/embedding")) + " |")
     gap_arms = [a for a in arms if "final.gap/estimated" in summary[a]]
     if gap_arms:
-        lines += ["", "Estimated Nash gap after the last round (a lower estimate; mean over the "
-                  "seeds that estimated it, or with one seed its 95% interval over rollouts, "
-                  "marked ʳ):", "", "| arm | seeds | round | last iterates | averaged |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "Estimated Nash gap of the LLM game over rounds (a lower estimate: best "
+                  "responders of a few updates; the mean over rollouts and its 95% interval over "
+                  "rollouts, per seed that estimated it; round 0 is the starting profile, shared "
+                  "by both GPO arms):", "",
+                  "| arm | seed | round | last iterates | averaged |", "|---|---|---|---|---|"]
         for arm in gap_arms:
-            n = summary[arm]["final.gap/estimated"]["n"]
-            cells = [_cell(summary, arm, f"final.{k}") for k in ("gap/estimated",
-                                                                "gap/average/estimated")]
-            gaps = [r["gap"][-1] for r in jobs[arm].values() if r.get("gap")]
-            if n == 1:
-                g = gaps[0]
-                cells = [f"{g[k]:.3f} [{g[k + '_ci_low']:.3f}, {g[k + '_ci_high']:.3f}]ʳ"
-                         for k in ("gap/estimated", "gap/average/estimated")]
-            lines.append(f"| {ARM_LABELS[arm]} | {n} | {gaps[0]['round']} | " + " | ".join(cells) + " |")
+            for seed in sorted(jobs[arm]):
+                for g in gap_curve(jobs, arm, seed):
+                    cells = [f"{g[k]:.3f} [{g[k + '_ci_low']:.3f}, {g[k + '_ci_high']:.3f}]"
+                             for k in ("gap/estimated", "gap/average/estimated")]
+                    lines.append(f"| {ARM_LABELS[arm]} | {seed} | {g['round']} | "
+                                 + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -215,19 +223,22 @@ def plots(summary: dict, jobs: dict, folder: str) -> list[str]:
     save(fig, "defender.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for arm in arms:
+    for i, arm in enumerate(a for a in arms if a in ("gpo", "gpo_div")):
         for key, style in (("gap/estimated", "-"), ("gap/average/estimated", "--")):
-            curves = [[(g["round"], g[key]) for g in r.get("gap", []) if key in g]
-                      for r in jobs.get(arm, {}).values()]
-            curves = [c for c in curves if c]
-            if not curves:
-                continue
-            rounds = sorted({t for c in curves for t, _ in c})
-            mean = [np.mean([v for c in curves for t, v in c if t == r]) for r in rounds]
-            ax.plot(rounds, mean, style, marker="o",
-                    label=f"{ARM_LABELS[arm]} {'last' if key == 'gap/estimated' else 'average'}")
+            for seed in sorted(jobs.get(arm, {})):
+                curve = [g for g in gap_curve(jobs, arm, seed) if key in g]
+                if not curve:
+                    continue
+                x = np.array([g["round"] for g in curve]) + (0.08 * i if "average" in key else -0.08 * i)
+                m = np.array([g[key] for g in curve])
+                lo = np.array([g[key + "_ci_low"] for g in curve])
+                hi = np.array([g[key + "_ci_high"] for g in curve])
+                ax.errorbar(x, m, yerr=np.vstack([m - lo, hi - m]), fmt=style, marker="o",
+                            capsize=3, label=f"{ARM_LABELS[arm]} {'last' if key == 'gap/estimated' else 'average'}"
+                                             f", seed {seed}")
+    ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("round")
-    ax.set_ylabel("estimated Nash gap")
+    ax.set_ylabel("estimated Nash gap (95% interval over rollouts)")
     ax.legend(fontsize=7)
     save(fig, "gap.png")
 

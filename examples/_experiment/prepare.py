@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "lora_r": 8, "lora_layers": 8, "fit_tol": 0.1, "max_fit_steps": 4, "micro_batch_size": 16,
     "gap_every": 3, "gap_seeds": [0], "gap_steps": 1, "gap_rollouts": 2, "gap_eta": 10.0,
     "sft_epochs": 3, "sft_lr": 1e-3, "sft_batch": 8, "sft_answer_tokens": 32,
+    "sft_candidates": [], "sft_samples": 4,
     "device": "cpu", "dtype": "float32", "threads": 1,
 }
 ARMS = ("sft", "rlhf", "gpo", "gpo_div", "adv_only", "adv_only_div")
@@ -71,7 +72,7 @@ def load_config(path: str, smoke: bool = False) -> dict[str, Any]:
               "batch_size", "prompts_per_context", "responses_per_prompt", "max_new_tokens",
               "lora_r", "lora_layers", "max_fit_steps", "micro_batch_size", "gap_steps",
               "gap_rollouts", "sft_epochs", "sft_batch", "sft_answer_tokens", "threads",
-              "eval_batch_size", "adversary_eval_seeds"):
+              "eval_batch_size", "adversary_eval_seeds", "sft_samples"):
         if cfg[k] < 1:
             raise ValueError(f"config key {k!r} must be >= 1, got {cfg[k]!r} in {path}")
     bad = [a for a in cfg["arms"] if a not in ARMS]
@@ -79,12 +80,16 @@ def load_config(path: str, smoke: bool = False) -> dict[str, Any]:
         raise ValueError(f"config key 'arms' must list some of {list(ARMS)}, got {cfg['arms']!r}")
     if not cfg["seeds"] or not all(isinstance(s, int) and s >= 0 for s in cfg["seeds"]):
         raise ValueError(f"config key 'seeds' must be a list of integers >= 0, got {cfg['seeds']!r}")
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in cfg["sft_candidates"]):
+        raise ValueError(f"config key 'sft_candidates' must list SFT step counts >= 0 (e.g. "
+                         f"[0, 4, 8, 16, 24]) or be empty, got {cfg['sft_candidates']!r}")
     if cfg["embedder"] not in ("minilm", "hashing"):
         raise ValueError(f"config key 'embedder' must be 'minilm' or 'hashing', got {cfg['embedder']!r}")
     if smoke:  # the whole pipeline in seconds: tiny random models, 1 seed, 2 rounds
         cfg.update(model="tiny", embedder="hashing", seeds=cfg["seeds"][:1], rounds=2,
                    gap_every=1, gap_seeds=cfg["seeds"][:1], harmful_seeds=8, benign_seeds=4,
-                   eval_limit=4, adversary_eval_seeds=4, sft_epochs=1, threads=1)
+                   eval_limit=4, adversary_eval_seeds=4, sft_epochs=1, threads=1,
+                   sft_candidates=[0, 1], sft_samples=2)
     return cfg
 
 
@@ -210,10 +215,39 @@ def _pick(text: str, n: int) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") % n
 
 
-def safety_sft(cfg: dict[str, Any], harmful: Sequence[Any], benign: Sequence[Any], out: str) -> dict:
+def train_signal(model: Any, tok: Any, harmful: Sequence[Any], benign: Sequence[Any], judge: Any,
+                 cfg: dict[str, Any]) -> dict[str, float]:
+    """What the game's defender would learn from, measured on the TRAIN seeds only: ``sft_samples``
+    answers per seed, sampled at temperature 1 with ``max_new_tokens`` as in the game, judged by the
+    refusal judge. ``mixed`` is the share of seeds whose answers disagree (some refused, some not):
+    only those give a per-context objective any signal (a context whose rewards are all equal
+    centres to zero)."""
+    from backends.evaluate import generate
+
+    n = cfg["sft_samples"]
+    prompts = [p.text for p in list(harmful) + list(benign) for _ in range(n)]
+    answers = generate(model, tok, prompts, cfg["max_new_tokens"], cfg["eval_batch_size"],
+                       progress=False, seed=0)
+    refused = np.asarray(judge.refused(prompts, answers), dtype=bool).reshape(-1, n)
+    h = len(harmful)
+    mixed = refused.any(axis=1) & ~refused.all(axis=1)
+    return {"harmful_refused": float(refused[:h].mean()), "benign_refused": float(refused[h:].mean()),
+            "mixed": float(mixed.mean()), "mixed_harmful": float(mixed[:h].mean()),
+            "mixed_benign": float(mixed[h:].mean()) if len(benign) else 0.0}
+
+
+def safety_sft(cfg: dict[str, Any], harmful: Sequence[Any], benign: Sequence[Any], out: str,
+               judge: Any = None) -> dict:
     """The safety-SFT stage: fit a LoRA to written refusals on the harmful TRAIN seeds and to the
     base model's own greedy answers on the benign TRAIN seeds (self-distillation keeps it helpful),
-    merge it, and save the SFT model and the base model as plain folders under ``out``."""
+    merge it, and save the SFT model and the base model as plain folders under ``out``.
+
+    Its strength is chosen on the TRAIN seeds, never on held-out prompts: with ``sft_candidates``
+    (step counts) and a ``judge``, :func:`train_signal` is measured after each candidate's number of
+    AdamW steps and the candidate with the largest share of seeds whose sampled answers disagree is
+    kept (ties: the fewer steps). Too little SFT and the defender never refuses, too much and it
+    always does; either way the game's per-context objective sees equal rewards and learns nothing.
+    Without candidates every ``sft_epochs`` epoch is trained and kept."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -234,14 +268,37 @@ def safety_sft(cfg: dict[str, Any], harmful: Sequence[Any], benign: Sequence[Any
         p_ids = tok.encode(text, add_special_tokens=not chat)
         t_ids = tok.encode(target + eos, add_special_tokens=False)
         rows.append((p_ids + t_ids, len(p_ids)))
+    per_epoch = -(-len(rows) // cfg["sft_batch"])
+    total = cfg["sft_epochs"] * per_epoch
+    candidates = sorted(set(cfg["sft_candidates"]))
+    if candidates and candidates[-1] > total:
+        raise ValueError(f"config key 'sft_candidates' holds {candidates[-1]} steps, but "
+                         f"sft_epochs={cfg['sft_epochs']} gives only {total} ({per_epoch} per epoch); "
+                         "raise sft_epochs or lower the candidates")
+    if candidates and judge is None:
+        raise ValueError("safety_sft with sft_candidates needs the refusal judge (judge=...)")
     lora = LoraConfig(r=cfg["lora_r"], lora_alpha=2 * cfg["lora_r"], target_modules=["q_proj", "v_proj"])
     peft_model = get_peft_model(model, lora)
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=cfg["sft_lr"])
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg["sft_lr"])
     gen = torch.Generator().manual_seed(0)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    losses = []
+    losses: list[float] = []
+    kept: dict[int, list[torch.Tensor]] = {}
+    signal: list[dict[str, float]] = []
+
+    def measure_at(step: int) -> None:
+        peft_model.eval()
+        kept[step] = [p.detach().clone() for p in trainable]
+        signal.append({"steps": step, **train_signal(peft_model, tok, harmful, benign, judge, cfg)})
+        print(f"  safety-SFT after {step} steps, on the train seeds: {signal[-1]}", flush=True)
+        peft_model.train()
+
     peft_model.train()
-    for _ in range(cfg["sft_epochs"]):
+    if 0 in candidates:
+        measure_at(0)
+    last = candidates[-1] if candidates else total
+    while len(losses) < last:
         order = torch.randperm(len(rows), generator=gen).tolist()
         for s in range(0, len(order), cfg["sft_batch"]):
             batch = [rows[i] for i in order[s:s + cfg["sft_batch"]]]
@@ -257,12 +314,24 @@ def safety_sft(cfg: dict[str, Any], harmful: Sequence[Any], benign: Sequence[Any
             loss.backward()
             opt.step()
             losses.append(loss.item())
+            if len(losses) in candidates:
+                measure_at(len(losses))
+            if len(losses) >= last:
+                break
+    chosen = last
+    if candidates:  # most seeds with a signal; ties go to the weaker SFT (fewer steps)
+        chosen = max(signal, key=lambda r: (r["mixed"], -r["steps"]))["steps"]
+        with torch.no_grad():
+            for p, v in zip(trainable, kept[chosen]):
+                p.copy_(v)
     peft_model.eval()
     merged = peft_model.merge_and_unload()
     merged.save_pretrained(os.path.join(out, "sft"))
     tok.save_pretrained(os.path.join(out, "sft"))
     return {"examples": len(rows), "refusal_targets": len(harmful), "answer_targets": len(benign),
-            "loss_first": losses[0], "loss_last": float(np.mean(losses[-3:])), "steps": len(losses)}
+            "loss_first": losses[0] if losses else float("nan"),
+            "loss_last": float(np.mean(losses[-3:])) if losses else float("nan"),
+            "steps": len(losses), "chosen_steps": chosen, "train_signal": signal}
 
 
 class FixedPrompts:
