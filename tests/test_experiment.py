@@ -62,6 +62,11 @@ def test_smoke_runs_every_arm_and_reports_everything(smoke_run):
     # the RLHF arm's adversary is the identity: it met the seeds themselves
     assert res["jobs"]["rlhf"]["0"]["rounds"][0]["defender/fit/steps"] >= 0
     md = (smoke_run / "results.md").read_text()
+    assert "Effects the paper claims, paired by seed" in md
+    jobs = {a: {int(s): r for s, r in v.items()} for a, v in res["jobs"].items()}
+    for row in E.effects(jobs):  # a difference of the arms' own numbers, seed by seed
+        a, b = (E.flatten(jobs[x][0]).get(row["key"]) for x in (row["a"], row["b"]))
+        assert row["n"] == 1 and row["mean"] == pytest.approx(a - b)
     for label in E.ARM_LABELS.values():
         assert label in md
     for name in ("defender.png", "gap.png", "adversary.png"):

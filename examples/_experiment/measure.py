@@ -125,6 +125,53 @@ def gap_curve(jobs: dict[str, dict[int, dict]], arm: str, seed: int) -> list[dic
     return gaps
 
 
+#: The paired differences the paper's claims are about: (minuend, subtrahend, flat key suffix,
+#: the paper's difference or None). Its Tables 1-2: defender ASR 10.89 (RLHF) -> 9.27 (GPO) ->
+#: 4.54 (GPO + diversity); adversary ASR 37.72 -> 48.57 and diversity 0.52 -> 0.70 with diversity.
+EFFECTS = (
+    ("gpo", "rlhf", "defender.{it}.advbench.rate", -0.0162),
+    ("gpo_div", "rlhf", "defender.{it}.advbench.rate", -0.0635),
+    ("gpo", "rlhf", "defender.{it}.jailbreak.rate", None),
+    ("gpo_div", "rlhf", "defender.{it}.jailbreak.rate", None),
+    ("gpo", "rlhf", "defender.{it}.benign.rate", None),
+    ("gpo_div", "rlhf", "defender.{it}.benign.rate", None),
+    ("gpo_div", "gpo", "adversary.trained.asr", 0.1085),
+    ("gpo_div", "gpo", "adversary.trained.diversity/one_minus_self_bleu", 0.18),
+    ("adv_only_div", "adv_only", "adversary.trained.diversity/one_minus_self_bleu", None),
+    ("gpo", "adv_only", "adversary.trained.asr", None),
+)
+
+
+def effects(jobs: dict[str, dict[int, dict]]) -> list[dict[str, Any]]:
+    """The differences of :data:`EFFECTS`, paired by seed (the two arms of a seed draw the same
+    seed prompts in the same order), with the mean and its 95% Student-t interval over seeds."""
+    rows = []
+    for a, b, key, paper in EFFECTS:
+        for it in (("last", "average") if "{it}" in key else ("",)):
+            k = key.format(it=it)
+            seeds = sorted(set(jobs.get(a, {})) & set(jobs.get(b, {})))
+            diff = [flatten(jobs[a][s]).get(k, math.nan) - flatten(jobs[b][s]).get(k, math.nan)
+                    for s in seeds]
+            if any(not math.isnan(d) for d in diff):
+                rows.append({"a": a, "b": b, "key": k, "paper": paper, **mean_ci(diff)})
+    return rows
+
+
+def effects_table(jobs: dict[str, dict[int, dict]]) -> str:
+    rows = effects(jobs)
+    if not rows:
+        return ""
+    lines = ["Effects the paper claims, paired by seed (mean difference [95% interval over seeds]; "
+             "negative defender ASR is safer):", "",
+             "| comparison | measure | difference | seeds | paper |", "|---|---|---|---|---|"]
+    for r in rows:
+        ci = "" if math.isnan(r["ci"][0]) else f" [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]"
+        paper = "–" if r["paper"] is None else f"{r['paper']:+.3f}"
+        lines.append(f"| {ARM_LABELS[r['a']]} − {ARM_LABELS[r['b']]} | `{r['key']}` | "
+                     f"{r['mean']:+.3f}{ci} | {r['n']} | {paper} |")
+    return "\n".join(lines)
+
+
 def tables(summary: dict[str, dict[str, Any]], jobs: dict[str, dict[int, dict]]) -> str:
     """The markdown tables: defenders, per jailbreak family, adversaries, Nash gap."""
     arms = [a for a in ARM_LABELS if a in summary]
@@ -177,7 +224,8 @@ def tables(summary: dict[str, dict[str, Any]], jobs: dict[str, dict[int, dict]])
                              for k in ("gap/estimated", "gap/average/estimated")]
                     lines.append(f"| {ARM_LABELS[arm]} | {seed} | {g['round']} | "
                                  + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    effect = effects_table(jobs)
+    return "\n".join(lines + (["", effect] if effect else []))
 
 
 def plots(summary: dict, jobs: dict, folder: str) -> list[str]:
