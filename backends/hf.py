@@ -32,15 +32,15 @@ is deterministic and :math:`\pi_t` is the policy that sampled; with ``gradient_c
 is in training mode, every dropout zeroed, for the gradient evaluations alone.
 
 This module is glue: :mod:`backends.hf_build` (checks, then assembly), :mod:`backends.hf_tokens`
-(templates, prompt budgets, rows, sampled ids), :mod:`backends.hf_sampling` (the sampler and its
-random streams), :mod:`backends.hf_scoring` (padding, forwards, log-probabilities, micro-batched
+(templates, prompt budgets, rows, sampled ids), :mod:`backends.hf_sample` (:meth:`~HFPolicy.sample`:
+prompts, row keys, generation batches), :mod:`backends.hf_sampling` (the sampler and its random
+streams), :mod:`backends.hf_scoring` (padding, forwards, log-probabilities, micro-batched
 backward), :mod:`backends.hf_update` (the fit and the optimiser), :mod:`backends.hf_snapshots`
 (snapshot I/O) and :mod:`backends.hf_checks` (argument checks) do the work.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 from typing import Any, Callable, Mapping, Sequence
@@ -52,20 +52,21 @@ from backends import hf_checks as _chk
 from backends import hf_snapshots as _snap
 from backends._texts import _as_texts
 from backends.hf_build import build
+from backends.hf_sample import SamplingMethods
 from backends.hf_sampling import GenerationSettings, _row_keys, _uniforms  # noqa: F401
-from backends.hf_sampling import check_stream_ids, generate
+from backends.hf_sampling import check_stream_ids
 from backends.hf_snapshots import load_snapshot, save_snapshot  # noqa: F401
 from backends.hf_tokens import Rows
 from backends.hf_update import OptimizerMethods, _merge_repeated_rows, train_mode
-from gpo_core._validate import check_positive_int, short
-from gpo_core.protocols import Experience, MirrorStep, Samples
+from gpo_core._validate import short
+from gpo_core.protocols import Experience, MirrorStep
 
 __all__ = ["GenerationSettings", "HFPolicy", "save_snapshot", "load_snapshot"]
 # _merge_repeated_rows, _row_keys, _uniforms and _check_stream_ids stay importable from here
 _check_stream_ids = check_stream_ids
 
 
-class HFPolicy(_snap.Snapshots, OptimizerMethods):
+class HFPolicy(SamplingMethods, _snap.Snapshots, OptimizerMethods):
     """A ``transformers`` causal LM as a :class:`gpo_core.protocols.Policy`.
 
     Both objectives compare a context's rows with each other (they centre on the context's own
@@ -134,6 +135,10 @@ class HFPolicy(_snap.Snapshots, OptimizerMethods):
         stop_token_ids: ids that end an output besides the tokenizer's eos and the model's
             ``generation_config.eos_token_id`` (an int or a list; e.g. Llama 3's ``<|eot_id|>``
             is listed there): any of them ends a row (module docstring).
+        reference_metrics: score the reference on every update for the ``kl/reference``
+            metrics; ``False`` skips that forward when the step's ``alpha`` is 0 (the target
+            then does not depend on the reference) and leaves ``kl/reference`` and
+            ``kl/reference_is`` out of the update's metrics (as TRL's GRPO does at ``beta=0``).
         token_cache_size: how many sampled ``(context, output)`` rows keep their token ids
             (least recently used first out; 0 keeps none), so that :meth:`log_prob` and
             :meth:`update` score what was sampled (:mod:`backends.hf_tokens`).
@@ -184,13 +189,17 @@ class HFPolicy(_snap.Snapshots, OptimizerMethods):
         value_sync: Callable[[Mapping[str, float]], Mapping[str, float]] | None = None,
         stop_token_ids: int | Sequence[int] | None = None,
         token_cache_size: int = 32768,
+        reference_metrics: bool = True,
         name: str = "policy",
     ) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty string, got {short(name)}")
         # every argument but the model and the tokenizer, by name
-        args = {k: v for k, v in locals().items() if k not in ("self", "model", "tokenizer")}
+        args = {k: v for k, v in locals().items()
+                if k not in ("self", "model", "tokenizer", "reference_metrics")}
+        reference_metrics = _chk.check_bool(reference_metrics, "reference_metrics")
         parts = build(model, tokenizer, **args)
+        parts.trainer.reference_metrics = reference_metrics
         self._name, self._tokenizer, self._generation = name, tokenizer, generation
         self._objective, self._optimizer_kind = objective, optimizer
         self._model, self._reference, self._peft = parts.model, parts.reference, parts.peft
@@ -241,19 +250,25 @@ class HFPolicy(_snap.Snapshots, OptimizerMethods):
         return self._pad_id
 
     def describe(self) -> str:
-        """What defines this policy, for a checkpoint to compare on resume (stable across runs)."""
+        """What defines this policy, for a checkpoint to compare on resume (stable across runs):
+        the model's class and config, the training settings, the stop ids, the precision and
+        whether activations are recomputed."""
         base = self._model.get_base_model() if self._peft else self._model
         config = {k: v for k, v in base.config.to_dict().items() if k != "transformers_version"}
         digest = hashlib.blake2b(
             json.dumps(config, sort_keys=True, default=str).encode(), digest_size=8
         ).hexdigest()
         t = self._trainer
+        # the precision forwards run in: autocast's, else the trainable weights' own
+        dtype = self._scorer.autocast or t.params[0].dtype
         return (
             f"HFPolicy(name={self._name!r}, model={type(base).__name__}, config={digest}, "
             f"peft={self._peft}, objective={self._objective!r}, "
             f"optimizer={self._optimizer_kind!r}, fit_tol={t.fit_tol!r}, "
             f"max_fit_steps={t.max_fit_steps}, generation={self._generation!r}, "
-            f"vocab={self._tok_len})"
+            f"vocab={self._tok_len}, stop_token_ids={list(self._stop_ids)}, "
+            f"dtype={str(dtype).removeprefix('torch.')}, "
+            f"gradient_checkpointing={self._checkpointing})"
         )
 
     def __repr__(self) -> str:
@@ -263,75 +278,6 @@ class HFPolicy(_snap.Snapshots, OptimizerMethods):
         )
 
     # --------------------------------------------------------------------------------- protocol
-
-    def sample(
-        self,
-        contexts: Sequence[str],
-        num_samples: int,
-        rng: np.random.Generator,
-        *,
-        stream_ids: Sequence[int] | None = None,
-    ) -> Samples:
-        """Draw ``num_samples`` outputs per context, batched with left padding.
-
-        The ``j``-th sample of a context with stream id ``i`` draws from a random stream keyed by
-        ``(s, i, j)``, ``s`` one draw from ``rng`` (:mod:`backends.hf_sampling`): not by the
-        other rows, the batch it falls in or the process (what data-parallel runs rely on).
-
-        Args:
-            contexts: the contexts (seed prompts or prompts).
-            num_samples: outputs per context, ``k >= 1``.
-            rng: the numpy generator that determines the draws.
-            stream_ids: one integer in ``[0, 2**64)`` per context naming its random stream;
-                ``None``: the positions ``0, 1, ..., len(contexts) - 1``. Contexts given the same
-                id in one call draw the same outputs.
-
-        Returns:
-            :class:`~gpo_core.protocols.Samples` with each context repeated ``k`` times in a row,
-            the decoded outputs (up to the first eos, special tokens stripped) and weights ``1/k``
-            (``1/(k m)`` for a context listed ``m`` times, so each context's weights sum to 1).
-
-        Raises:
-            TypeError, ValueError: for bad arguments or prompts longer than the prompt budget.
-        """
-        ctx = _as_texts(contexts, "contexts")
-        k = check_positive_int(num_samples, "num_samples")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(
-                f"rng must be a numpy.random.Generator, got {short(rng)}; use "
-                "np.random.default_rng(seed)"
-            )
-        streams = check_stream_ids(stream_ids, len(ctx))
-        prompts = self._encoder.prompts(ctx)
-        rows = [p for p in prompts for _ in range(k)]
-        keys = _row_keys(int(rng.integers(0, 2**63 - 1)), streams, k)
-        outputs: list[str] = []
-        row_ctx = [c for c in ctx for _ in range(k)]
-        for start in range(0, len(rows), self._gen_batch):
-            stop = start + self._gen_batch
-            for c, (text, ids, ended) in zip(row_ctx[start:stop],
-                                             self._generate(rows[start:stop], keys[start:stop])):
-                self._sampled.add(c, text, ids, ended)
-                outputs.append(text)
-        times = collections.Counter(ctx)
-        return Samples(
-            contexts=tuple(c for c in ctx for _ in range(k)),
-            outputs=tuple(outputs),
-            weights=np.array([1.0 / (k * times[c]) for c in ctx for _ in range(k)]),
-        )
-
-    def _generate(
-        self, prompts: list[list[int]], keys: np.ndarray
-    ) -> list[tuple[str, list[int], bool]]:
-        """One generation batch: each row's text (special tokens stripped), ids, and whether it
-        ended on a stop id."""
-        ids, mask = self._scorer.left_pad(prompts)
-        stops = torch.tensor(self._stop_ids, dtype=torch.long, device=ids.device)
-        tokens, ended = generate(self._scorer.step(self._model), ids, mask, keys,
-                                 self._generation, stop_ids=stops, pad_id=self._pad_id)
-        return [(self._tokenizer.decode(row, skip_special_tokens=True,
-                                        clean_up_tokenization_spaces=False), row, end)
-                for row, end in zip(tokens, ended)]
 
     def _rows(self, contexts: Any, outputs: Any) -> Rows:
         ctx, out = _as_texts(contexts, "contexts"), _as_texts(outputs, "outputs")

@@ -4,8 +4,10 @@ An update fits the network to :class:`gpo_core.MirrorStep`'s closed-form target
 :math:`\log\pi' = (\log\pi_t + \eta\alpha\log\rho + \eta u)/(1+\eta\alpha) - \log Z` with one of
 the surrogates of :mod:`backends.objectives` (their maximiser is that target):
 
-1. score the rows under the current model (:math:`\log\pi_t`, no grad) and the reference
-   (:math:`\log\rho`);
+1. score the rows under the reference (:math:`\log\rho`; skipped when :math:`\alpha = 0` and
+   the ``kl/reference`` metrics are off, since the target then does not depend on it) and under
+   the current model (:math:`\log\pi_t`): the latter is the first gradient evaluation's
+   forward, at :math:`\theta_t`, so the update spends no forward of its own on it;
 2. minimise the surrogate until the fit is within ``fit_tol`` of the target on the rows
    (:mod:`backends.fit`), ``max_fit_steps`` gradient evaluations at most (a warning, once per
    policy, when they run out first), micro-batched: with several micro-batches each evaluation
@@ -136,6 +138,10 @@ class Trainer:
         self.max_grad_norm, self.fresh = max_grad_norm, fresh_optimizer
         self.grad_sync, self.value_sync, self.low_precision = grad_sync, value_sync, low_precision
         self.warned = False
+        # reference_metrics: score the reference for the kl/reference metrics even when the
+        # step does not need it (alpha == 0); reuse_first_forward: take pi_t's scores from the
+        # first evaluation's forward (off only to test that this changes nothing)
+        self.reference_metrics, self.reuse_first_forward = True, True
         self.optimizer = self.new_optimizer()
 
     # ------------------------------------------------------------------------------ optimiser
@@ -211,33 +217,36 @@ class Trainer:
         """
         if self.fresh or self.kind == "lbfgs":
             self.optimizer = self.new_optimizer()
+        # The reference enters the target only through alpha; at alpha == 0 it is scored for
+        # the kl/reference metrics alone, which reference_metrics=False gives up.
         with torch.no_grad():
-            logp_old = score()
-            logp_ref = score_reference()
-        rows = _obj._prepare(
-            logp_old, logp_old, logp_ref, utilities, weights, step.eta, step.alpha, gid
-        )
-        r0 = _fit.residual(rows.logp_old, rows)
-        if not math.isfinite(r0):
-            raise FloatingPointError(
-                f"HFPolicy {self.name!r}: the move the step asks for is not finite (residual "
-                f"{r0}); utilities up to {float(np.max(np.abs(utilities))):.3g} times eta="
-                f"{step.eta} overflow; rescale the utilities or lower eta"
-            )
+            logp_ref = score_reference() if step.alpha > 0 or self.reference_metrics else None
         loss_fn = OBJECTIVES[self.objective]
         trace = {"initial": math.nan, "grad_norm": math.nan}
+        # pi_t's scores are the first evaluation's forward: it runs at theta_t with dropout off,
+        # so it is the same computation (tests/test_hf_update_forwards.py: the update is bit for
+        # bit the one with a separate no-grad forward). One micro-batch: that forward keeps its
+        # graph, in grad_mode, for the first evaluation's backward; several: the first
+        # evaluation's no-grad scoring is pi_t's.
+        first = contextlib.ExitStack()  # the grad_mode the pending graph was built in
+        pending: list[torch.Tensor] = []
 
         def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
             self.optimizer.zero_grad(set_to_none=True)
+            reuse = pending.pop() if pending else None
             if single:
-                with grad_mode():
-                    lp = score_grad()
-                    loss = loss_fn(lp, rows)
-                    loss.backward()
-                current = lp.detach()
+                if reuse is None:
+                    first.enter_context(grad_mode())
+                    reuse = score_grad()
+                loss = loss_fn(reuse, rows)
+                loss.backward()
+                first.close()
+                current = reuse.detach()
             else:
-                with torch.no_grad():
-                    current = score()
+                if reuse is None:
+                    with torch.no_grad():
+                        reuse = score()
+                current = reuse
                 leaf = current.detach().requires_grad_(True)
                 loss = loss_fn(leaf, rows)
                 loss.backward()
@@ -262,10 +271,34 @@ class Trainer:
                 )
             return loss, current
 
-        report, final = _fit.fit(
-            self.optimizer, evaluate, rows, tol=self.fit_tol, atol=self.fit_atol,
-            max_steps=self.max_fit_steps, sync=self.sync_float,
-        )
+        try:  # until the fit ends: an error, or nothing to move, drops the pending graph
+            if single and self.reuse_first_forward:
+                first.enter_context(grad_mode())
+                pending.append(score_grad())
+                logp_old = pending[0].detach()
+            else:
+                with torch.no_grad():
+                    logp_old = score()
+                if self.reuse_first_forward:
+                    pending.append(logp_old)
+            rows = _obj._prepare(
+                logp_old, logp_old, logp_old if logp_ref is None else logp_ref, utilities,
+                weights, step.eta, step.alpha, gid,
+            )
+            r0 = _fit.residual(rows.logp_old, rows)
+            if not math.isfinite(r0):
+                raise FloatingPointError(
+                    f"HFPolicy {self.name!r}: the move the step asks for is not finite (residual "
+                    f"{r0}); utilities up to {float(np.max(np.abs(utilities))):.3g} times eta="
+                    f"{step.eta} overflow; rescale the utilities or lower eta"
+                )
+            report, final = _fit.fit(
+                self.optimizer, evaluate, rows, tol=self.fit_tol, atol=self.fit_atol,
+                max_steps=self.max_fit_steps, sync=self.sync_float,
+            )
+        finally:
+            pending.clear()
+            first.close()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             if final is None:
@@ -285,18 +318,19 @@ class Trainer:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        # KL(pi_t || rho) of the iterate that drew the rows by the "k3" estimator
-        # E_{pi_t}[q - 1 - log q], q = rho/pi_t: unbiased on pi_t-draws, >= 0 term by term.
-        log_q = (logp_ref.double() - logp_old.double()).cpu().numpy()
-        w = np.asarray(weights, dtype=np.float64)
-        kl_iterate = float(np.sum(w * (np.expm1(log_q) - log_q)) / np.sum(w))
-        return {
+        metrics = {
             **report.metrics(),
             "loss": loss_final,
             "loss/initial": trace["initial"] if report.steps else loss_final,
             "objective": est.objective,
-            "kl/reference": kl_iterate,
             "kl/previous_is": est.kl_previous,
-            "kl/reference_is": est.kl_reference,
             "grad_norm": trace["grad_norm"],
         }
+        if logp_ref is not None:
+            # KL(pi_t || rho) of the iterate that drew the rows by the "k3" estimator
+            # E_{pi_t}[q - 1 - log q], q = rho/pi_t: unbiased on pi_t-draws, >= 0 term by term.
+            log_q = (logp_ref.double() - logp_old.double()).cpu().numpy()
+            w = np.asarray(weights, dtype=np.float64)
+            metrics["kl/reference"] = float(np.sum(w * (np.expm1(log_q) - log_q)) / np.sum(w))
+            metrics["kl/reference_is"] = est.kl_reference
+        return metrics

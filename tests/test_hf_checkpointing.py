@@ -123,3 +123,16 @@ def test_bad_gradient_checkpointing_is_named(bpe):
     with pytest.raises(ValueError, match="gradient_checkpointing=True but Plain"):
         HFPolicy(Plain(), bpe, gradient_checkpointing=True)
     HFPolicy(Plain(), bpe)  # fine without it
+
+
+def test_describe_names_the_stops_the_precision_and_checkpointing(bpe):
+    """describe() feeds a checkpoint's identity check: a run resumed with other stop ids,
+    another precision or checkpointing switched is told so."""
+    plain = _policy(bpe, False).describe()
+    assert f"stop_token_ids=[{bpe.eos_token_id}]" in plain
+    assert "dtype=float32" in plain and "gradient_checkpointing=False" in plain
+    assert "gradient_checkpointing=True" in _policy(bpe, True).describe()
+    half = HFPolicy(tiny_llama(bpe, 16, 1, heads=2), bpe, dtype="bfloat16", stop_token_ids=[5])
+    text = half.describe()
+    assert "dtype=bfloat16" in text
+    assert f"stop_token_ids={sorted({5, bpe.eos_token_id})}" in text
