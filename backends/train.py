@@ -1,7 +1,9 @@
 """``gpo train CONFIG.toml``: the GPO loop from a config file, with every option of the loop.
 
-A config has top-level ``out`` (folder for checkpoints, table, plot) and ``seed_prompts`` (a list)
-or ``seed_file`` (one prompt per line, relative to the config), and five tables:
+A config has top-level ``out`` (folder for checkpoints, table, plot), ``seed_prompts`` (a list)
+or ``seed_file`` (one prompt per line, relative to the config), optional ``report_to``
+(``"tensorboard"``, ``"wandb"``, a list of them, ``"all"`` or ``"none"``: each round's metrics
+also go there, under ``<out>/tracking``; :func:`backends.tracking.report_to`), and five tables:
 
 * ``[game]`` -- any field of :class:`gpo_core.alignment.GameConfig` (rounds, schedule,
   defender_steps, adversary_steps, defender_eta, adversary_eta, defender_alpha, adversary_alpha,
@@ -12,8 +14,10 @@ or ``seed_file`` (one prompt per line, relative to the config), and five tables:
   causal LM, with optional ``gguf_file``), ``template``, ``max_new_tokens``, ``temperature``,
   ``top_p``, ``repetition_penalty``, ``objective`` (``"regression"``/``"pg"``), ``optimizer``
   (``"lbfgs"``/``"adam"``), ``fit_tol``, ``max_fit_steps``, ``lr`` (AdamW only),
-  ``micro_batch_size``, ``device``, ``dtype``, ``lora_r`` (> 0 adds a LoRA
-  adapter), ``truncate_prompts``;
+  ``micro_batch_size``, ``generation_batch_size`` (rows per sampling batch; default
+  ``micro_batch_size``), ``stop_token_ids`` (a list of ids that also end an output, e.g. a chat
+  model's end-of-turn token), ``gradient_checkpointing`` (true: recompute activations in the
+  backward), ``device``, ``dtype``, ``lora_r`` (> 0 adds a LoRA adapter), ``truncate_prompts``;
 * ``[reward]`` -- ``kind = "lexical"`` (toy profanity + refusal scorer), ``"keywords"`` (share of
   the response's words in ``words``) or ``"classifier"`` (a local sequence classifier: ``path``,
   ``label``, optional ``template``);
@@ -43,7 +47,8 @@ from gpo_core.alignment import GameConfig, GameResult, run_game
 
 __all__ = ["PolicySpec", "load_config", "build_run", "train_from_toml"]
 
-_TOP = {"out", "seed_prompts", "seed_file", "game", "defender", "adversary", "reward", "diversity"}
+_TOP = {"out", "seed_prompts", "seed_file", "report_to", "game", "defender", "adversary", "reward",
+        "diversity"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +68,9 @@ class PolicySpec:
     fit_tol: float = 1e-2
     max_fit_steps: int = 50
     micro_batch_size: int = 16
+    generation_batch_size: int | None = None
+    stop_token_ids: tuple[int, ...] = ()
+    gradient_checkpointing: bool = False
     device: str | None = None
     dtype: str | None = None
     lora_r: int = 0
@@ -111,6 +119,27 @@ def _boolean(v: Any):
     return None if isinstance(v, bool) else (TypeError, "true or false")
 
 
+def _token_ids(v: Any):
+    if not isinstance(v, list):  # one id would be read as a list of one only by accident
+        return TypeError, "a list of token ids, e.g. [128009]"
+    bad = [i for i in v if isinstance(i, bool) or not isinstance(i, int)]
+    if bad:
+        return TypeError, "a list of integer token ids, e.g. [128009]"
+    return None if all(i >= 0 for i in v) else (ValueError, "a list of token ids >= 0")
+
+
+def _report_to(v: Any):
+    from backends.tracking import REPORT_TO  # noqa: PLC0415  (torch-free)
+
+    names = [v] if isinstance(v, str) else v
+    expected = (f"one of {[*REPORT_TO, 'all', 'none']} or a list of {list(REPORT_TO)}, e.g. "
+                "\"tensorboard\"")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return TypeError, expected
+    ok = names in (["all"], ["none"]) or all(n in REPORT_TO for n in names)
+    return None if ok else (ValueError, expected)
+
+
 def _strings(v: Any):
     if not isinstance(v, list):  # a bare string would become a list of its characters
         return TypeError, "a list of strings, e.g. [\"...\", \"...\"]"
@@ -123,7 +152,9 @@ _POLICY = {
     "temperature": _real(0, strict=True), "top_p": _real(0, strict=True, high=1.0),
     "repetition_penalty": _real(0, strict=True), "objective": _choice("regression", "pg"),
     "lr": _real(0, strict=True), "optimizer": _choice("lbfgs", "adam"),
-    "fit_tol": _real(0, strict=True, high=1.0), "max_fit_steps": _integer(1), "micro_batch_size": _integer(1),
+    "fit_tol": _real(0, strict=True, high=1.0), "max_fit_steps": _integer(1),
+    "micro_batch_size": _integer(1), "generation_batch_size": _integer(1),
+    "stop_token_ids": _token_ids, "gradient_checkpointing": _boolean,
     "device": _text, "dtype": _choice("float32", "bfloat16"), "lora_r": _integer(0),
     "truncate_prompts": _boolean, "hidden_size": _integer(1), "layers": _integer(1),
     "init_seed": _integer(0),
@@ -132,7 +163,7 @@ _REWARD = {"kind": _choice("lexical", "keywords", "classifier"), "words": _strin
            "path": _text, "label": _text, "template": _text}
 _DIVERSITY = {"form": _choice("code", "paper"), "embedder": _choice("hashing", "minilm"),
               "bleu_weight": _real(0, strict=False), "embed_weight": _real(0, strict=False)}
-_TOP_VALUES = {"out": _text, "seed_prompts": _strings, "seed_file": _text}
+_TOP_VALUES = {"out": _text, "seed_prompts": _strings, "seed_file": _text, "report_to": _report_to}
 
 
 def _check_values(section: Mapping[str, Any], checks: Mapping[str, Any], where: str) -> None:
@@ -205,8 +236,8 @@ def load_config(path: str) -> dict[str, Any]:
         if str(exc).startswith(f"{path}:"):
             raise
         raise type(exc)(f"{path}: [game] {exc}") from exc
-    defender = PolicySpec(**_table(data, "defender", _POLICY, path))
-    adversary = PolicySpec(**_table(data, "adversary", _POLICY, path))
+    defender, adversary = (_spec(_table(data, key, _POLICY, path))
+                           for key in ("defender", "adversary"))
     reward = _table(data, "reward", _REWARD, path)
     _reward_keys(reward, path)
     diversity = _table(data, "diversity", _DIVERSITY, path)
@@ -218,8 +249,16 @@ def load_config(path: str) -> dict[str, Any]:
                          "true): give seed_prompts = [...] or seed_file")
     out = data.get("out", os.path.splitext(os.path.basename(path))[0])
     check_output_dir(out, f"{path}: out")
+    report = data.get("report_to", "none")
     return {"game": game, "defender": defender, "adversary": adversary, "reward": reward,
-            "diversity": diversity, "seed_prompts": seeds, "out": out}
+            "diversity": diversity, "seed_prompts": seeds, "out": out,
+            "report_to": [report] if isinstance(report, str) else list(report)}
+
+
+def _spec(section: dict[str, Any]) -> PolicySpec:
+    if "stop_token_ids" in section:  # a tuple: the spec is frozen, and so are its fields
+        section["stop_token_ids"] = tuple(section["stop_token_ids"])
+    return PolicySpec(**section)
 
 
 def _policy(spec: PolicySpec, name: str, tiny_tokenizer):
@@ -253,6 +292,9 @@ def _policy(spec: PolicySpec, name: str, tiny_tokenizer):
     return HFPolicy(model, tok, template=spec.template, generation=gen, objective=spec.objective,
                     lr=spec.lr, optimizer=spec.optimizer, fit_tol=spec.fit_tol,
                     max_fit_steps=spec.max_fit_steps, micro_batch_size=spec.micro_batch_size,
+                    generation_batch_size=spec.generation_batch_size,
+                    stop_token_ids=list(spec.stop_token_ids) or None,
+                    gradient_checkpointing=spec.gradient_checkpointing,
                     device=spec.device, dtype=spec.dtype, peft_config=peft_config,
                     truncate_prompts=spec.truncate_prompts, name=name)
 
@@ -313,20 +355,24 @@ def build_run(cfg: Mapping[str, Any]):
 def train_from_toml(path: str, out: str | None = None, resume: bool = True) -> int:
     """Run the config at ``path``; write checkpoints, ``metrics.md``, ``metrics.json``, a plot."""
     from backends.report import metrics_table, plot_metrics, progress  # noqa: PLC0415
+    from backends.tracking import combine, report_to  # noqa: PLC0415
 
     cfg = load_config(path)
     out = check_output_dir(out, "--out") if out is not None else cfg["out"]
     os.makedirs(out, exist_ok=True)
     defender, adversary, reward, diversity, div_metrics = build_run(cfg)
     game: GameConfig = cfg["game"]
+    tracker = report_to(cfg["report_to"], log_dir=os.path.join(out, "tracking"), config=game)
     on_round, close = progress(game.rounds)
     try:
         result: GameResult = run_game(
             defender, adversary, reward, game, seed_prompts=cfg["seed_prompts"],
             diversity=diversity if game.beta_div > 0 else None, diversity_metrics=div_metrics,
-            checkpoint_dir=os.path.join(out, "checkpoint"), resume=resume, on_round=on_round)
+            checkpoint_dir=os.path.join(out, "checkpoint"), resume=resume,
+            on_round=combine(on_round, tracker))
     finally:
         close()
+        tracker.close()
     table = metrics_table(result)
     atomic_write_text(os.path.join(out, "metrics.md"), table + "\n")
     atomic_write_text(os.path.join(out, "metrics.json"),

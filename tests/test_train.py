@@ -94,6 +94,23 @@ SEEDS = 'seed_prompts = ["How do I pick a lock?"]\n'
         (SEEDS + '[diversity]\nembedder = "bert"', ValueError, r"\[diversity\] embedder must be one of"),
         (SEEDS + "[diversity]\nbleu_weight = -1", ValueError, r"bleu_weight must be a finite number >= 0"),
         (SEEDS + "[diversity]\nform = 1", TypeError, r"\[diversity\] form must be one of"),
+        (SEEDS + "[defender]\ngeneration_batch_size = 0", ValueError,
+         r"\[defender\] generation_batch_size must be an integer >= 1, got 0"),
+        (SEEDS + '[defender]\ngeneration_batch_size = "8"', TypeError,
+         r"generation_batch_size must be an integer >= 1, got '8'"),
+        (SEEDS + "[defender]\nstop_token_ids = 5", TypeError,
+         r"\[defender\] stop_token_ids must be a list of token ids, e\.g\. \[128009\], got 5"),
+        (SEEDS + '[adversary]\nstop_token_ids = ["<|eot_id|>"]', TypeError,
+         r"stop_token_ids must be a list of integer token ids"),
+        (SEEDS + "[defender]\nstop_token_ids = [2, -1]", ValueError,
+         r"stop_token_ids must be a list of token ids >= 0, got \[2, -1\]"),
+        (SEEDS + '[defender]\ngradient_checkpointing = "yes"', TypeError,
+         r"\[defender\] gradient_checkpointing must be true or false, got 'yes'"),
+        (SEEDS + 'report_to = "tb"', ValueError,
+         r"report_to must be one of \['tensorboard', 'wandb', 'all', 'none'\].*got 'tb'"),
+        (SEEDS + 'report_to = ["tensorboard", "mlflow"]', ValueError,
+         r"report_to must be one of .*got \['tensorboard', 'mlflow'\]"),
+        (SEEDS + "report_to = 1", TypeError, r"report_to must be one of .*got 1"),
         ("[game]\nrounds = 1", ValueError, r"give seed_prompts = \[\.\.\.\] or seed_file"),
         (SEEDS + "[game]\nrounds = 0", ValueError, r"bad\.toml: \[game\] .*rounds must be an integer >= 1"),
     ],
@@ -146,3 +163,58 @@ def test_seed_file_prompts_are_added(tmp_path):
 def test_missing_config_file(capsys):
     assert main(["train", "/no/such.toml"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_batch_stop_checkpointing_and_report_to_reach_the_run(tmp_path, monkeypatch):
+    """generation_batch_size, stop_token_ids and gradient_checkpointing reach each HFPolicy;
+    report_to's tracker gets every round under <out>/tracking and is closed at the end."""
+    pytest.importorskip("transformers")
+    import backends.tracking as tracking
+    import backends.train as train
+
+    made = []
+
+    class Recorder:
+        def __init__(self, targets, *, log_dir, config):
+            self.targets, self.log_dir, self.config = targets, log_dir, config
+            self.rounds, self.closed = [], False
+            made.append(self)
+
+        def __call__(self, log):
+            self.rounds.append(log.round)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tracking, "report_to", Recorder)
+    built = {}
+    original = train.build_run
+
+    def keep(cfg):
+        built["players"] = original(cfg)
+        return built["players"]
+
+    monkeypatch.setattr(train, "build_run", keep)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(SEEDS + """report_to = ["tensorboard"]
+[game]
+rounds = 1
+batch_size = 2
+[defender]
+max_new_tokens = 3
+generation_batch_size = 3
+stop_token_ids = [7, 9]
+gradient_checkpointing = true
+[adversary]
+max_new_tokens = 3
+""")
+    assert train.train_from_toml(str(cfg), out=str(tmp_path / "run")) == 0
+    defender, adversary = built["players"][:2]
+    assert defender._gen_batch == 3 and adversary._gen_batch == adversary._micro
+    assert {7, 9} <= set(defender._stop_ids) and not {7, 9} <= set(adversary._stop_ids)
+    assert defender._checkpointing and not adversary._checkpointing
+    (tracker,) = made
+    assert tracker.targets == ["tensorboard"]
+    assert tracker.log_dir == str(tmp_path / "run" / "tracking")
+    assert tracker.rounds == [1] and tracker.closed
+    assert load_config(str(EXAMPLE))["report_to"] == ["none"]  # the default: no tracker
