@@ -6,14 +6,18 @@ completions and rewards,
 
 * ``grpo step``: TRL's loss on the batch, its backward and an AdamW step (``beta = 0``: no
   reference model, TRL's default);
-* ``gpo, 1 evaluation``: ``HFPolicy.update`` with one AdamW step (``max_fit_steps=1``): the same
-  amount of training work, plus what the update adds (scoring ``pi_t`` and the reference, and the
-  fit's final scoring);
+* ``gpo, 1 evaluation``: ``HFPolicy.update`` with one AdamW step (``max_fit_steps=1``) and
+  ``reference_metrics=False`` (at ``alpha = 0``, as TRL's ``beta = 0``, no reference forward):
+  the same training work, plus what the update adds (the fit's final scoring, for the residual
+  it reports; ``pi_t``'s scores are the evaluation's own forward);
+* ``gpo, 1 evaluation + kl/reference``: the same with the default ``reference_metrics=True``,
+  which scores the reference for the ``kl/reference`` metrics;
 * ``gpo, fit to 1e-2``: the default update, L-BFGS until the residual is within 1% of the move
   (the cost of reaching the target, shown separately).
 
-Each is the median of ``--repeats`` runs from the same weights; the table reports seconds and the
-ratio to the GRPO step. Needs TRL (``pip install 'trl==1.16.*'``; not a dependency of gpo).
+Each is the median of ``--repeats`` runs from the same weights, the rows interleaved (one run of
+each per repeat, so drift in the machine's load hits every row alike); the table reports seconds
+and the ratio to the GRPO step. Needs TRL (``pip install 'trl==1.16.*'``; not a dependency of gpo).
 Run: ``python benchmarks/bench_grpo.py [--model tiny|smollm2] [--out benchmarks/results/grpo.md]``.
 """
 
@@ -128,13 +132,17 @@ def main(argv=None) -> int:
         return once
 
     rows = {"grpo step (TRL)": grpo_step,
-            "gpo, 1 evaluation": gpo(optimizer="adam", lr=1e-4, max_fit_steps=1),
+            "gpo, 1 evaluation": gpo(optimizer="adam", lr=1e-4, max_fit_steps=1,
+                                     reference_metrics=False),
+            "gpo, 1 evaluation + kl/reference": gpo(optimizer="adam", lr=1e-4, max_fit_steps=1),
             "gpo, fit to 1e-2": gpo()}
-    results = {}
-    for label, fn in rows.items():
-        results[label] = (statistics.median(fn() for _ in range(args.repeats)),
-                          getattr(fn, "metrics", None))
-        print(label, results[label][0], flush=True)
+    times: dict[str, list[float]] = {label: [] for label in rows}
+    for _ in range(args.repeats):  # interleaved, so drift in machine load hits every row alike
+        for label, fn in rows.items():
+            times[label].append(fn())
+            print(label, times[label][-1], flush=True)
+    results = {label: (statistics.median(times[label]), getattr(fn, "metrics", None))
+               for label, fn in rows.items()}
     base = results["grpo step (TRL)"][0]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -144,7 +152,8 @@ def main(argv=None) -> int:
         f"{' + LoRA r=8' if lora else ''}; {len(prompts)} prompts x {k} completions, "
         f"{tokens} completion tokens in all; TRL's generation and scoring of them took "
         f"{generation:.2f} s (not in the rows). Command: `python benchmarks/bench_grpo.py "
-        f"--model {args.model}`.", "",
+        f"--model {args.model} --repeats {args.repeats}`; rows interleaved, median of "
+        f"{args.repeats}.", "",
         "| update on the same completions | s | x GRPO step | gradient evaluations | residual / move |",
         "|---|---|---|---|---|",
     ]
