@@ -225,6 +225,7 @@ def report(cfg: dict, out: str, jobs_done: dict, expected: list, meta: dict) -> 
     atomic_write_json(os.path.join(out, "results.json"), results)
     atomic_write_text(os.path.join(out, "results.md"), md + "\n")
     E.plots(summary, jobs_done, os.path.join(out, "plots"))
+    E.plot_sft(meta.get("sft_stage"), os.path.join(out, "plots"))
     E.plot_rounds(jobs_done, os.path.join(out, "metrics.png"))
     print(E.round_table(jobs_done) + "\n")
     return results

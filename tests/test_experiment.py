@@ -69,7 +69,7 @@ def test_smoke_runs_every_arm_and_reports_everything(smoke_run):
         assert row["n"] == 1 and row["mean"] == pytest.approx(a - b)
     for label in E.ARM_LABELS.values():
         assert label in md
-    for name in ("defender.png", "gap.png", "adversary.png"):
+    for name in ("defender.png", "gap.png", "adversary.png", "sft.png"):
         assert (smoke_run / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     assert (smoke_run / "jobs" / "gpo" / "seed0" / "defender_adapter").is_dir()
 
