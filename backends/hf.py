@@ -94,7 +94,9 @@ class HFPolicy(SamplingMethods, _snap.Snapshots, OptimizerMethods):
             large models) or ``"adam"`` (AdamW); see :mod:`backends.fit`.
         fit_tol: stop when the residual of the fit is at most this share of the move asked for
             (``R <= fit_tol * R0``: the log-ratio's root-mean-square error is then at most
-            ``sqrt(fit_tol)`` of the move's).
+            ``sqrt(fit_tol)`` of the move's). With bfloat16 forwards the residual floors near
+            ``1e-3`` of the move (the forward's rounding; ``tests/test_hf.py``), so a tighter
+            ``fit_tol`` spends the whole ``max_fit_steps``: use float32 for tight fits.
         fit_atol: ... or at most this in absolute terms (float32 log-probabilities floor).
         max_fit_steps: the budget of gradient evaluations per :meth:`update` (a safety net).
         inner_steps: the old name of ``max_fit_steps`` (kept for existing configs).
