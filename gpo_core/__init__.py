@@ -27,18 +27,16 @@ from gpo_core.exact import QRESolution, Solution, solve_lp, solve_qre
 from gpo_core.games import MatrixGame
 from gpo_core.pivot import PivotSolution, solve_pivot
 from gpo_core.predictive import PRMPlusState, predictive_regret_matching_plus
+from gpo_core.regret_matching import RMPlusState, regret_matching_plus
+from gpo_core.rule_api import RuleState, UpdateRule
 from gpo_core.rules import (
     HedgeState,
     MMDState,
     OptimisticState,
-    RMPlusState,
-    RuleState,
-    UpdateRule,
     hedge,
     mirror_step,
     mmd,
     optimistic,
-    regret_matching_plus,
 )
 from gpo_core.schedules import Schedule, constant, horizon_tuned, inverse_sqrt
 from gpo_core.simplex import entropy, kl, log_softmax, logsumexp, softmax, uniform_logits

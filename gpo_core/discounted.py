@@ -52,7 +52,8 @@ import math
 from typing import Callable
 
 from gpo_core._validate import check_nonnegative
-from gpo_core.rules import UpdateRule, _regret_matching_plus_rule
+from gpo_core.regret_matching import _regret_matching_plus_rule
+from gpo_core.rule_api import UpdateRule
 
 __all__ = ["discounted_regret_matching_plus"]
 

@@ -46,16 +46,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gpo_core import _xp
-from gpo_core.rules import (
-    UpdateRule,
-    _check_utilities,
-    _init_logits,
+from gpo_core.regret_matching import (
     _instant_regret,
     _in_place_takes,
     _normalise_or_keep,
     _regret_matching_into,
-    _unchecked,
 )
+from gpo_core.rule_api import UpdateRule, _check_utilities, _init_logits, _unchecked
 from gpo_core.simplex import _safe_log, _softmax
 
 __all__ = ["PRMPlusState", "predictive_regret_matching_plus"]
