@@ -77,10 +77,14 @@ def test_the_average_exports_every_iterate_and_samples_their_mixture(tmp_path):
     assert len(answers) == 4 and set(picks) <= {0, 1, 2}
 
 
+# What is checked is the export; whether a rank-2 adapter reaches the fit's tolerance depends on
+# its random init, so the budget warning is not this test's business.
+@pytest.mark.filterwarnings("ignore:.*the fit used its whole budget:RuntimeWarning")
 def test_a_lora_run_exports_its_adapter_or_merged(tmp_path):
     from peft import LoraConfig, PeftModel
 
     tok, base = _base(tmp_path)
+    torch.manual_seed(0)  # init_lora_weights=False draws from the global stream: not test order
     lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     # rank-2 adapters on q and v cannot fit these targets to 1e-2: a loose tolerance here
     defender, _, ckpt = _run(tmp_path, tok, base, peft_config=lora, rounds=2, fit_tol=0.5)
