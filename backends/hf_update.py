@@ -119,7 +119,6 @@ class OptimizerMethods:
         self._trainer.load_state_dict(state)
 
 
-
 class Trainer:
     """The optimiser of one policy and the fit of each update (module docstring).
 

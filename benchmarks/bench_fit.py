@@ -30,6 +30,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _common import emit  # noqa: E402  (benchmarks/ is on the path: run as a script)
+
 
 def _players(kind: str):
     import torch
@@ -141,12 +143,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['model']} | {r['eta']:g} | {r['update']} | {r['seconds']:.2f} | "
                      f"{ratio:.2f} | {r['evaluations']} | {r['relative']:.2g} | "
                      f"{'yes' if r['converged'] else 'no'} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        from gpo_core._io import atomic_write_text
-
-        atomic_write_text(args.out, text)
+    emit("\n".join(lines) + "\n", args.out)
     return 0
 
 

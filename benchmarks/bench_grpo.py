@@ -37,6 +37,8 @@ from datetime import datetime, timezone
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _common import emit  # noqa: E402  (benchmarks/ is on the path: run as a script)
+
 
 def _model(kind: str):
     from backends.tiny import HARMLESS_SENTENCES, tiny_llama, train_tokenizer
@@ -161,12 +163,7 @@ def main(argv=None) -> int:
         evals = "1" if metrics is None else f"{metrics['fit/steps']:.0f}"
         rel = "n/a" if metrics is None else f"{metrics['fit/relative']:.2g}"
         lines.append(f"| {label} | {seconds:.3f} | {seconds / base:.2f} | {evals} | {rel} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        from gpo_core._io import atomic_write_text
-
-        atomic_write_text(args.out, text)
+    emit("\n".join(lines) + "\n", args.out)
     return 0
 
 

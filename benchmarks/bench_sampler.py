@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _common import emit  # noqa: E402  (benchmarks/ is on the path: run as a script)
+
 
 def _model(kind: str):
     from backends.tiny import tiny_llama, train_tokenizer
@@ -116,12 +118,7 @@ def main(argv=None) -> int:
                 lines.append(f"| {kind} | {batch} | {tokens} | {own:.3f} | {theirs:.3f} | "
                              f"{theirs / own:.2f} |")
                 print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        from gpo_core._io import atomic_write_text
-
-        atomic_write_text(args.out, text)
+    emit("\n".join(lines) + "\n", args.out)
     return 0
 
 
