@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from examples._experiment import measure as E  # noqa: E402
 from examples._experiment import prepare as S  # noqa: E402
+from examples._experiment import training as T  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFENDER_ARMS = ("rlhf", "gpo", "gpo_div")
@@ -218,6 +219,8 @@ def report(cfg: dict, out: str, jobs_done: dict, expected: list, meta: dict) -> 
     summary = E.aggregate(jobs_done)
     missing = [f"{a}/seed{s}" for a, s in expected if s not in jobs_done.get(a, {})]
     md = E.tables(summary, jobs_done)
+    signal = T.signal_table(jobs_done, meta.get("sft_stage"))
+    md += "\n\n" + signal if signal else ""
     if missing:
         md = f"**Partial: {len(missing)} job(s) not finished: {', '.join(missing)}.**\n\n" + md
     results = {"config": cfg, "meta": meta, "missing": missing, "summary": summary,
@@ -225,7 +228,7 @@ def report(cfg: dict, out: str, jobs_done: dict, expected: list, meta: dict) -> 
     atomic_write_json(os.path.join(out, "results.json"), results)
     atomic_write_text(os.path.join(out, "results.md"), md + "\n")
     E.plots(summary, jobs_done, os.path.join(out, "plots"))
-    E.plot_sft(meta.get("sft_stage"), os.path.join(out, "plots"))
+    T.plot_sft(meta.get("sft_stage"), os.path.join(out, "plots"))
     E.plot_rounds(jobs_done, os.path.join(out, "metrics.png"))
     print(E.round_table(jobs_done) + "\n")
     return results

@@ -63,6 +63,8 @@ def test_smoke_runs_every_arm_and_reports_everything(smoke_run):
     assert res["jobs"]["rlhf"]["0"]["rounds"][0]["defender/fit/steps"] >= 0
     md = (smoke_run / "results.md").read_text()
     assert "Effects the paper claims, paired by seed" in md
+    assert "Safety-SFT strength, chosen on the train seeds" in md
+    assert "| (b) RLHF (fixed seeds) | 1 |" in md  # the training-signal table, every trained arm
     jobs = {a: {int(s): r for s, r in v.items()} for a, v in res["jobs"].items()}
     for row in E.effects(jobs):  # a difference of the arms' own numbers, seed by seed
         a, b = (E.flatten(jobs[x][0]).get(row["key"]) for x in (row["a"], row["b"]))
@@ -86,11 +88,20 @@ def test_sft_strength_is_chosen_on_train_signal(smoke_run):
     assert stage["steps"] == 1  # trained no further than the last candidate
 
 
-def test_sft_candidates_are_checked(tmp_path):
+def test_sft_candidates_are_checked(tmp_path, monkeypatch):
     bad = tmp_path / "bad.toml"
     bad.write_text(Path(SMOKE).read_text() + "sft_candidates = [-1]\n")
     with pytest.raises(ValueError, match="sft_candidates"):
         S.load_config(str(bad))
+    bad.write_text(Path(SMOKE).read_text() + "sft_candidates = [0, 2]\nsft_samples = 1\n")
+    with pytest.raises(ValueError, match="sft_samples' must be >= 2"):
+        S.load_config(str(bad))
+    # more steps than the epochs give: refused before any model loads
+    monkeypatch.setattr(S, "base_model", lambda cfg: pytest.fail("loaded a model first"))
+    cfg = S.load_config(SMOKE, smoke=True)
+    cfg["sft_candidates"] = [0, 999]
+    with pytest.raises(ValueError, match="holds 999 steps, but sft_epochs=1 gives only"):
+        S.safety_sft(cfg, [object()] * 8, [object()] * 4, str(tmp_path / "o"), judge=object())
 
 
 def test_rerun_skips_finished_jobs(smoke_run):

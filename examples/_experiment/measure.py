@@ -304,38 +304,6 @@ def plots(summary: dict, jobs: dict, folder: str) -> list[str]:
     return paths
 
 
-def plot_sft(stage: dict | None, folder: str) -> str | None:
-    """The safety-SFT strength choice: per candidate step count, on the TRAIN seeds, the share of
-    seeds whose sampled answers disagree (what the choice maximises) and the refusal rates."""
-    if not stage or not stage.get("train_signal"):
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gpo_core._io import atomic_path
-
-    rows = stage["train_signal"]
-    steps = [r["steps"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for key, label in (("mixed", "seeds whose answers disagree (maximised)"),
-                       ("harmful_refused", "harmful answers refused"),
-                       ("benign_refused", "benign answers refused")):
-        ax.plot(steps, [r[key] for r in rows], marker="o", label=label)
-    ax.axvline(stage["chosen_steps"], color="grey", ls=":", label=f"chosen: {stage['chosen_steps']} steps")
-    ax.set_xlabel("safety-SFT steps")
-    ax.set_ylabel("share, train seeds")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "sft.png")
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
-
-
 def embed_readme(readme: str, block: str) -> None:
     """Put ``block`` between the README's experiment-table markers (atomically)."""
     from gpo_core._io import atomic_write_text

@@ -83,6 +83,9 @@ def load_config(path: str, smoke: bool = False) -> dict[str, Any]:
     if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in cfg["sft_candidates"]):
         raise ValueError(f"config key 'sft_candidates' must list SFT step counts >= 0 (e.g. "
                          f"[0, 4, 8, 16, 24]) or be empty, got {cfg['sft_candidates']!r}")
+    if cfg["sft_candidates"] and cfg["sft_samples"] < 2:
+        raise ValueError(f"config key 'sft_samples' must be >= 2 with sft_candidates (one answer "
+                         f"per seed can never disagree with itself), got {cfg['sft_samples']!r}")
     if cfg["embedder"] not in ("minilm", "hashing"):
         raise ValueError(f"config key 'embedder' must be 'minilm' or 'hashing', got {cfg['embedder']!r}")
     if smoke:  # the whole pipeline in seconds: tiny random models, 1 seed, 2 rounds
@@ -253,6 +256,16 @@ def safety_sft(cfg: dict[str, Any], harmful: Sequence[Any], benign: Sequence[Any
 
     from backends.evaluate import _render, generate
 
+    # checked before any model loads: one row per seed, so the step count is known already
+    per_epoch = -(-(len(harmful) + len(benign)) // cfg["sft_batch"])
+    total = cfg["sft_epochs"] * per_epoch
+    candidates = sorted(set(cfg["sft_candidates"]))
+    if candidates and candidates[-1] > total:
+        raise ValueError(f"config key 'sft_candidates' holds {candidates[-1]} steps, but "
+                         f"sft_epochs={cfg['sft_epochs']} gives only {total} ({per_epoch} per epoch); "
+                         "raise sft_epochs or lower the candidates")
+    if candidates and judge is None:
+        raise ValueError("safety_sft with sft_candidates needs the refusal judge (judge=...)")
     model, tok = base_model(cfg)
     os.makedirs(out, exist_ok=True)
     model.save_pretrained(os.path.join(out, "base"))
@@ -268,15 +281,6 @@ def safety_sft(cfg: dict[str, Any], harmful: Sequence[Any], benign: Sequence[Any
         p_ids = tok.encode(text, add_special_tokens=not chat)
         t_ids = tok.encode(target + eos, add_special_tokens=False)
         rows.append((p_ids + t_ids, len(p_ids)))
-    per_epoch = -(-len(rows) // cfg["sft_batch"])
-    total = cfg["sft_epochs"] * per_epoch
-    candidates = sorted(set(cfg["sft_candidates"]))
-    if candidates and candidates[-1] > total:
-        raise ValueError(f"config key 'sft_candidates' holds {candidates[-1]} steps, but "
-                         f"sft_epochs={cfg['sft_epochs']} gives only {total} ({per_epoch} per epoch); "
-                         "raise sft_epochs or lower the candidates")
-    if candidates and judge is None:
-        raise ValueError("safety_sft with sft_candidates needs the refusal judge (judge=...)")
     lora = LoraConfig(r=cfg["lora_r"], lora_alpha=2 * cfg["lora_r"], target_modules=["q_proj", "v_proj"])
     peft_model = get_peft_model(model, lora)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
